@@ -1,0 +1,57 @@
+# ringtune build, test and benchmark entry points.
+GO        ?= go
+BIN       := bin
+TOOLBIN   := $(CURDIR)/.tools
+PROTO_SRC := $(wildcard proto/ringtune/v1/*.proto)
+
+.PHONY: all build test test-short demo proto proto-check lint fuzz bench bench-peers clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ringtune ./cmd/ringtune
+
+# Plugins come from the versions pinned by the tool directives in go.mod; protoc is
+# Debian's (3.21.12 on Debian 12), which .ci/run installs.
+$(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc: go.mod go.sum
+	GOBIN=$(TOOLBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+proto: $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc
+	PATH="$(TOOLBIN):$$PATH" protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		$(PROTO_SRC)
+
+# Fails when the committed generated code differs from what `make proto` produces.
+proto-check: proto
+	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run 'make proto' and commit the result" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/: run 'make proto' and commit them" >&2; git status --porcelain -- proto >&2; exit 1; }
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:" >&2; echo "$$out" >&2; exit 1; }
+
+test: lint proto-check build
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=20s
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./collective -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME)
+
+# Runs the all-reduce sweep on N local processes over loopback.
+bench: build
+	$(BIN)/ringtune bench allreduce --nodes 2,3,4
+
+# Runs ringtune and the peers (Gloo, Open MPI, iperf3) in one interleaved sweep.
+bench-peers: build
+	bash bench/peers/run.sh
+
+demo: build
+	$(BIN)/ringtune bench allreduce --nodes 2 --sizes 4KiB,1MiB,16MiB,64MiB
+
+clean:
+	rm -rf $(BIN) $(TOOLBIN)

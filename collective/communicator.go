@@ -1,0 +1,446 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
+)
+
+// Communicator is one member of a ring of N ranks. Every rank must issue the same
+// collective calls in the same order with buffers of the same length; calls may
+// overlap through the asynchronous forms, which is how gradient buckets are reduced
+// while backward still runs.
+//
+// A failure of any rank fails every operation in flight on every survivor and leaves
+// the Communicator unusable; close it and form a new ring with a higher Generation.
+type Communicator struct {
+	cfg       Config
+	rank      int
+	size      int
+	leftRank  int
+	rightRank int
+	log       *slog.Logger
+
+	// left receives DATA and WAITING frames from rank-1; right sends them to rank+1.
+	// Both are nil when size is 1.
+	left  Conn
+	right Conn
+	// sendMu serializes Send on right; leftSendMu serializes Send on left.
+	sendMu     sync.Mutex
+	leftSendMu sync.Mutex
+
+	mu sync.Mutex
+	// issued is the id of the last operation this rank started; guarded by mu.
+	issued uint64
+	// ops holds live operations and operations whose first frames arrived before
+	// this rank started them; guarded by mu.
+	ops     map[uint64]*opState
+	closing bool // guarded by mu
+
+	failOnce sync.Once
+	// failed is closed after failErr is set.
+	failed  chan struct{}
+	failErr *FaultError
+
+	// lastData and lastWaiting hold the unix time in nanoseconds of the last DATA and
+	// WAITING frames from the left neighbour.
+	lastData    atomic.Int64
+	lastWaiting atomic.Int64
+	// waitingNotice wakes the goroutine that sends WAITING frames to the right.
+	waitingNotice chan uint64
+
+	totals    counters
+	stagePool sync.Pool // *stagingBuf of ChunkBytes/2 bytes, for bf16 payloads
+	opPool    sync.Pool // *opState
+
+	loops     sync.WaitGroup
+	stop      chan struct{} // closed by Close
+	closeOnce sync.Once
+}
+
+// maxOpsAhead bounds how many operations the left neighbour may start before this
+// rank does; frames of operations further ahead are a protocol error.
+const maxOpsAhead = 4096
+
+// New forms this rank's part of the ring: it dials the right neighbour and accepts the
+// left one through tr, both within cfg.ConnectTimeout or until ctx is done.
+func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Communicator{
+		cfg:           cfg,
+		rank:          cfg.Rank,
+		size:          cfg.WorldSize,
+		leftRank:      (cfg.Rank + cfg.WorldSize - 1) % cfg.WorldSize,
+		rightRank:     (cfg.Rank + 1) % cfg.WorldSize,
+		ops:           map[uint64]*opState{},
+		failed:        make(chan struct{}),
+		waitingNotice: make(chan uint64, 1),
+		stop:          make(chan struct{}),
+	}
+	c.log = cfg.Logger.With("rank", cfg.Rank, "world_size", cfg.WorldSize, "generation", cfg.Generation)
+	if c.size == 1 {
+		return c, nil
+	}
+	if tr == nil {
+		return nil, errors.New("collective: a Transport is required when WorldSize > 1")
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	hello := func(src, dst int) *Frame {
+		return &Frame{
+			Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: cfg.JobID, Generation: cfg.Generation,
+			SrcRank: uint32(src), DstRank: uint32(dst), WorldSize: uint32(cfg.WorldSize),
+			FaultRank: -1, Message: cfg.peerAddr(src),
+		}
+	}
+	var wg sync.WaitGroup
+	var dialErr, acceptErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.right, dialErr = tr.Dial(ctx, cfg.peerAddr(c.rightRank), hello(c.rank, c.rightRank))
+		if dialErr != nil {
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		c.left, acceptErr = tr.Accept(ctx, hello(c.leftRank, c.rank))
+		if acceptErr != nil {
+			cancel()
+		}
+	}()
+	wg.Wait()
+	if dialErr != nil || acceptErr != nil {
+		closeCtx, done := context.WithTimeout(context.Background(), cfg.CloseTimeout)
+		defer done()
+		if c.right != nil {
+			c.right.Close(closeCtx)
+		}
+		if c.left != nil {
+			c.left.Close(closeCtx)
+		}
+		if dialErr != nil {
+			return nil, fmt.Errorf("collective: rank %d: connect to right neighbour rank %d at %s: %w",
+				c.rank, c.rightRank, cfg.peerAddr(c.rightRank), dialErr)
+		}
+		return nil, fmt.Errorf("collective: rank %d: wait for left neighbour rank %d (%s): %w",
+			c.rank, c.leftRank, cfg.peerAddr(c.leftRank), acceptErr)
+	}
+
+	now := time.Now().UnixNano()
+	c.lastData.Store(now)
+	c.loops.Add(3)
+	go c.leftLoop()
+	go c.rightLoop()
+	go c.waitingLoop()
+	c.log.Info("ring formed", "left", c.leftRank, "right", c.rightRank,
+		"right_addr", cfg.peerAddr(c.rightRank), "dtype", cfg.DType.String())
+	return c, nil
+}
+
+// Rank returns this member's rank.
+func (c *Communicator) Rank() int { return c.rank }
+
+// Size returns the number of ranks in the ring.
+func (c *Communicator) Size() int { return c.size }
+
+// Config returns the validated configuration.
+func (c *Communicator) Config() Config { return c.cfg }
+
+// Err returns the failure that ended the ring, or nil while it is healthy.
+func (c *Communicator) Err() error {
+	select {
+	case <-c.failed:
+		return c.failErr
+	default:
+		return nil
+	}
+}
+
+// Close ends the ring. Operations still in flight fail with ErrClosed on this rank,
+// and the neighbours see this rank go away. Close waits at most cfg.CloseTimeout for
+// the neighbours to receive what was already sent.
+func (c *Communicator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		c.mu.Unlock()
+		c.fail(&FaultError{Rank: c.rank, ReportedBy: c.rank, Kind: ErrClosed,
+			Detail: "Close was called"}, pb.FaultKind_FAULT_KIND_CANCELLED)
+		close(c.stop)
+		c.loops.Wait()
+		c.log.Info("ring closed")
+	})
+	return nil
+}
+
+// fail records the first failure, tells both neighbours and tears down the links.
+func (c *Communicator) fail(e *FaultError, kind pb.FaultKind) {
+	c.failOnce.Do(func() {
+		c.failErr = e
+		close(c.failed)
+		if e.Kind != ErrClosed {
+			c.log.Error("ring failed", "err", e, "fault_rank", e.Rank, "reported_by", e.ReportedBy)
+		}
+		if c.size == 1 {
+			return
+		}
+		c.loops.Add(1)
+		go c.abortLinks(e, kind)
+	})
+}
+
+// abortLinks sends an ABORT frame to each neighbour that can still take one, then
+// closes both links.
+func (c *Communicator) abortLinks(e *FaultError, kind pb.FaultKind) {
+	defer c.loops.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CloseTimeout)
+	defer cancel()
+	abort := func(conn Conn, mu *sync.Mutex, dst int) {
+		if dst == e.Rank && e.Kind != ErrClosed {
+			return // the rank at fault cannot take it
+		}
+		if !lockWithin(mu, time.Second) {
+			return // an operation is stuck sending to this neighbour
+		}
+		defer mu.Unlock()
+		f := &Frame{Kind: pb.FrameKind_FRAME_KIND_ABORT, JobID: c.cfg.JobID, Generation: c.cfg.Generation,
+			SrcRank: uint32(c.rank), DstRank: uint32(dst), FaultRank: int32(e.Rank),
+			FaultKind: kind, Reporter: uint32(e.ReportedBy), Message: truncate(e.Detail, maxMessageLen)}
+		_ = conn.Send(f)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); abort(c.right, &c.sendMu, c.rightRank); c.right.Close(ctx) }()
+	go func() { defer wg.Done(); abort(c.left, &c.leftSendMu, c.leftRank); c.left.Close(ctx) }()
+	wg.Wait()
+}
+
+func lockWithin(mu *sync.Mutex, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !mu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// closingErr tells whether a broken link is expected because this rank is shutting down.
+func (c *Communicator) closingOrFailed() bool {
+	select {
+	case <-c.failed:
+		return true
+	default:
+		return false
+	}
+}
+
+// leftLoop reads frames from the left neighbour and hands DATA frames to their operation.
+func (c *Communicator) leftLoop() {
+	defer c.loops.Done()
+	for {
+		f := newFrame()
+		if err := c.left.Recv(f); err != nil {
+			putFrame(f)
+			if !c.closingOrFailed() {
+				c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank,
+					Kind: ErrPeerLost, Detail: "stream from left neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
+			}
+			return
+		}
+		if err := c.checkLinkFrame(f, c.leftRank); err != nil {
+			f.Release()
+			putFrame(f)
+			c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
+			continue // keep draining until the link closes
+		}
+		switch f.Kind {
+		case pb.FrameKind_FRAME_KIND_DATA:
+			c.lastData.Store(time.Now().UnixNano())
+			if err := c.dispatch(f); err != nil {
+				f.Release()
+				putFrame(f)
+				c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
+			}
+		case pb.FrameKind_FRAME_KIND_WAITING:
+			c.lastWaiting.Store(time.Now().UnixNano())
+			f.Release()
+			putFrame(f)
+		case pb.FrameKind_FRAME_KIND_ABORT:
+			c.fail(c.remoteFault(f), f.FaultKind)
+			f.Release()
+			putFrame(f)
+		default:
+			err := fmt.Errorf("field kind is %v, expected DATA, WAITING or ABORT", f.Kind)
+			f.Release()
+			putFrame(f)
+			c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
+		}
+	}
+}
+
+// rightLoop reads the right neighbour's side of the link, which carries only ABORT frames.
+func (c *Communicator) rightLoop() {
+	defer c.loops.Done()
+	f := newFrame()
+	defer putFrame(f)
+	for {
+		if err := c.right.Recv(f); err != nil {
+			if !c.closingOrFailed() {
+				c.fail(&FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,
+					Kind: ErrPeerLost, Detail: "stream to right neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
+			}
+			return
+		}
+		err := c.checkLinkFrame(f, c.rightRank)
+		if err == nil && f.Kind != pb.FrameKind_FRAME_KIND_ABORT {
+			err = fmt.Errorf("field kind is %v, only ABORT may travel against the ring", f.Kind)
+		}
+		if err != nil {
+			c.fail(c.protocolFault(c.rightRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
+		} else {
+			c.fail(c.remoteFault(f), f.FaultKind)
+		}
+		f.Release()
+	}
+}
+
+// waitingLoop sends a WAITING frame to the right for each request of an operation
+// that has been blocked on the left neighbour for a while. Sending from its own
+// goroutine keeps a blocked Send from stalling the operation.
+func (c *Communicator) waitingLoop() {
+	defer c.loops.Done()
+	f := &Frame{Kind: pb.FrameKind_FRAME_KIND_WAITING, JobID: c.cfg.JobID, Generation: c.cfg.Generation,
+		SrcRank: uint32(c.rank), DstRank: uint32(c.rightRank), FaultRank: -1}
+	for {
+		select {
+		case <-c.failed:
+			return
+		case id := <-c.waitingNotice:
+			f.OpID = id
+			c.sendMu.Lock()
+			_ = c.right.Send(f)
+			c.sendMu.Unlock()
+		}
+	}
+}
+
+// checkLinkFrame checks the fields every frame on a link must carry.
+func (c *Communicator) checkLinkFrame(f *Frame, from int) error {
+	switch {
+	case f.JobID != c.cfg.JobID:
+		return fmt.Errorf("field job_id is %q, expected %q", f.JobID, c.cfg.JobID)
+	case f.Generation != c.cfg.Generation:
+		return fmt.Errorf("field generation is %d, expected %d", f.Generation, c.cfg.Generation)
+	case int(f.SrcRank) != from:
+		return fmt.Errorf("field src_rank is %d, expected %d", f.SrcRank, from)
+	case int(f.DstRank) != c.rank:
+		return fmt.Errorf("field dst_rank is %d, expected %d", f.DstRank, c.rank)
+	}
+	return nil
+}
+
+func (c *Communicator) protocolFault(peer int, err error) *FaultError {
+	return &FaultError{Rank: peer, Addr: c.cfg.peerAddr(peer), ReportedBy: c.rank, Kind: ErrProtocol,
+		Detail: "invalid frame: " + err.Error()}
+}
+
+func (c *Communicator) remoteFault(f *Frame) *FaultError {
+	kind := ErrAborted
+	switch f.FaultKind {
+	case pb.FaultKind_FAULT_KIND_PEER_LOST:
+		kind = ErrPeerLost
+	case pb.FaultKind_FAULT_KIND_PEER_STALLED:
+		kind = ErrPeerStalled
+	case pb.FaultKind_FAULT_KIND_PROTOCOL:
+		kind = ErrProtocol
+	}
+	rank := int(f.FaultRank)
+	if rank < -1 || rank >= c.size {
+		rank = -1
+	}
+	reporter := int(f.Reporter)
+	if reporter >= c.size {
+		reporter = int(f.SrcRank)
+	}
+	return &FaultError{Rank: rank, Addr: c.cfg.peerAddr(rank), ReportedBy: reporter, Kind: kind, Detail: f.Message}
+}
+
+// dispatch queues a DATA frame on its operation, creating the operation's state when
+// the frame arrives before this rank started it.
+func (c *Communicator) dispatch(f *Frame) error {
+	c.mu.Lock()
+	o := c.ops[f.OpID]
+	if o == nil {
+		if f.OpID <= c.issued {
+			c.mu.Unlock()
+			return fmt.Errorf("field op_id is %d, but that operation has already finished on this rank", f.OpID)
+		}
+		if f.OpID > c.issued+maxOpsAhead {
+			c.mu.Unlock()
+			return fmt.Errorf("field op_id is %d, more than %d ahead of this rank's last operation %d", f.OpID, maxOpsAhead, c.issued)
+		}
+		o = c.newOp(f.OpID)
+		c.ops[f.OpID] = o
+	}
+	c.mu.Unlock()
+	o.push(f)
+	return nil
+}
+
+// begin starts the next operation.
+func (c *Communicator) begin() (*opState, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
+	c.issued++
+	o := c.ops[c.issued]
+	if o == nil {
+		o = c.newOp(c.issued)
+		c.ops[c.issued] = o
+	}
+	return o, nil
+}
+
+// end forgets an operation and recycles its state.
+func (c *Communicator) end(o *opState) {
+	c.mu.Lock()
+	delete(c.ops, o.id)
+	c.mu.Unlock()
+	o.drain()
+	if c.Err() == nil {
+		c.opPool.Put(o) // after a failure a transport may still hold its counters
+	}
+}
+
+func (c *Communicator) newOp(id uint64) *opState {
+	o, _ := c.opPool.Get().(*opState)
+	if o == nil {
+		o = &opState{notify: make(chan struct{}, 1), released: make(chan struct{}, 1)}
+		o.sendsA.op, o.sendsB.op = o, o
+	}
+	o.id = id
+	o.bytesSent, o.bytesRecv = 0, 0
+	return o
+}
