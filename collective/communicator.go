@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type Communicator struct {
 	// failed is closed after failErr is set.
 	failed  chan struct{}
 	failErr *FaultError
+	// leftClosed is closed when the left neighbour closed its end of the link in an
+	// orderly way: every frame it sent has been dispatched.
+	leftClosed chan struct{}
 
 	// lastData and lastWaiting hold the unix time in nanoseconds of the last DATA and
 	// WAITING frames from the left neighbour.
@@ -82,6 +86,7 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 		rightRank:     (cfg.Rank + 1) % cfg.WorldSize,
 		ops:           map[uint64]*opState{},
 		failed:        make(chan struct{}),
+		leftClosed:    make(chan struct{}),
 		waitingNotice: make(chan uint64, 1),
 		stop:          make(chan struct{}),
 	}
@@ -121,8 +126,9 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 	}()
 	wg.Wait()
 	if dialErr != nil || acceptErr != nil {
-		closeCtx, done := context.WithTimeout(context.Background(), cfg.CloseTimeout)
-		defer done()
+		// Nothing reads the links yet, so there is nothing to wait for.
+		closeCtx, done := context.WithCancel(context.Background())
+		done()
 		if c.right != nil {
 			c.right.Close(closeCtx)
 		}
@@ -167,16 +173,31 @@ func (c *Communicator) Err() error {
 	}
 }
 
-// Close ends the ring. Operations still in flight fail with ErrClosed on this rank,
-// and the neighbours see this rank go away. Close waits at most cfg.CloseTimeout for
-// the neighbours to receive what was already sent.
+// Close ends this rank's part of the ring. Operations still in flight here fail with
+// ErrClosed. Neighbours see an orderly end of their links: they finish operations
+// that no longer need this rank and fail those that do. Close waits at most
+// cfg.CloseTimeout for the neighbours to receive what was already sent.
 func (c *Communicator) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closing = true
 		c.mu.Unlock()
-		c.fail(&FaultError{Rank: c.rank, ReportedBy: c.rank, Kind: ErrClosed,
-			Detail: "Close was called"}, pb.FaultKind_FAULT_KIND_CANCELLED)
+		graceful := false
+		c.failOnce.Do(func() {
+			c.failErr = &FaultError{Rank: c.rank, Addr: c.cfg.peerAddr(c.rank), ReportedBy: c.rank, Kind: ErrClosed,
+				Detail: "Close was called"}
+			close(c.failed)
+			graceful = true
+		})
+		if graceful && c.size > 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CloseTimeout)
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); closeLink(ctx, c.right, &c.sendMu) }()
+			go func() { defer wg.Done(); closeLink(ctx, c.left, &c.leftSendMu) }()
+			wg.Wait()
+			cancel()
+		}
 		close(c.stop)
 		c.loops.Wait()
 		c.log.Info("ring closed")
@@ -184,14 +205,25 @@ func (c *Communicator) Close() error {
 	return nil
 }
 
+// closeLink closes conn in an orderly way when no Send is in progress on it, and at
+// once otherwise.
+func closeLink(ctx context.Context, conn Conn, mu *sync.Mutex) {
+	if !lockWithin(mu, 100*time.Millisecond) {
+		expired, cancelNow := context.WithCancel(ctx)
+		cancelNow()
+		conn.Close(expired)
+		return
+	}
+	defer mu.Unlock()
+	conn.Close(ctx)
+}
+
 // fail records the first failure, tells both neighbours and tears down the links.
 func (c *Communicator) fail(e *FaultError, kind pb.FaultKind) {
 	c.failOnce.Do(func() {
 		c.failErr = e
 		close(c.failed)
-		if e.Kind != ErrClosed {
-			c.log.Error("ring failed", "err", e, "fault_rank", e.Rank, "reported_by", e.ReportedBy)
-		}
+		c.log.Error("ring failed", "err", e, "fault_rank", e.Rank, "reported_by", e.ReportedBy)
 		if c.size == 1 {
 			return
 		}
@@ -207,22 +239,27 @@ func (c *Communicator) abortLinks(e *FaultError, kind pb.FaultKind) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CloseTimeout)
 	defer cancel()
 	abort := func(conn Conn, mu *sync.Mutex, dst int) {
-		if dst == e.Rank && e.Kind != ErrClosed {
-			return // the rank at fault cannot take it
-		}
 		if !lockWithin(mu, time.Second) {
-			return // an operation is stuck sending to this neighbour
+			// An operation is stuck sending to this neighbour: tear the link down at
+			// once, which also unblocks that send.
+			expired, cancelNow := context.WithCancel(context.Background())
+			cancelNow()
+			conn.Close(expired)
+			return
 		}
 		defer mu.Unlock()
-		f := &Frame{Kind: pb.FrameKind_FRAME_KIND_ABORT, JobID: c.cfg.JobID, Generation: c.cfg.Generation,
-			SrcRank: uint32(c.rank), DstRank: uint32(dst), FaultRank: int32(e.Rank),
-			FaultKind: kind, Reporter: uint32(e.ReportedBy), Message: truncate(e.Detail, maxMessageLen)}
-		_ = conn.Send(f)
+		if dst != e.Rank {
+			f := &Frame{Kind: pb.FrameKind_FRAME_KIND_ABORT, JobID: c.cfg.JobID, Generation: c.cfg.Generation,
+				SrcRank: uint32(c.rank), DstRank: uint32(dst), FaultRank: int32(e.Rank),
+				FaultKind: kind, Reporter: uint32(e.ReportedBy), Message: truncate(e.Detail, maxMessageLen)}
+			_ = conn.Send(f)
+		}
+		conn.Close(ctx)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); abort(c.right, &c.sendMu, c.rightRank); c.right.Close(ctx) }()
-	go func() { defer wg.Done(); abort(c.left, &c.leftSendMu, c.leftRank); c.left.Close(ctx) }()
+	go func() { defer wg.Done(); abort(c.right, &c.sendMu, c.rightRank) }()
+	go func() { defer wg.Done(); abort(c.left, &c.leftSendMu, c.leftRank) }()
 	wg.Wait()
 }
 
@@ -261,6 +298,12 @@ func (c *Communicator) leftLoop() {
 		f := newFrame()
 		if err := c.left.Recv(f); err != nil {
 			putFrame(f)
+			if errors.Is(err, io.EOF) {
+				// An orderly end: operations that still wait for this neighbour fail
+				// in nextFrame once they have consumed what it sent.
+				close(c.leftClosed)
+				return
+			}
 			if !c.closingOrFailed() {
 				c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank,
 					Kind: ErrPeerLost, Detail: "stream from left neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
@@ -305,7 +348,9 @@ func (c *Communicator) rightLoop() {
 	defer putFrame(f)
 	for {
 		if err := c.right.Recv(f); err != nil {
-			if !c.closingOrFailed() {
+			// An orderly end (io.EOF) fails nothing here: a later send to the right
+			// neighbour fails and names it.
+			if !errors.Is(err, io.EOF) && !c.closingOrFailed() {
 				c.fail(&FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,
 					Kind: ErrPeerLost, Detail: "stream to right neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
 			}

@@ -3,6 +3,7 @@ package collective
 import (
 	"fmt"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
@@ -39,18 +40,22 @@ type Frame struct {
 	// the send succeeds.
 	release releaser
 
+	// handedOff is set by the transport once it has taken over the duty to release.
+	handedOff bool
+
 	// Data holds the received payload as one or more byte slices in wire order.
 	Data [][]byte
-	// free returns Data's buffers to the transport; set by the transport on receive.
-	free func()
+	// held are the transport's buffers behind Data, freed by Release.
+	held mem.BufferSlice
 }
 
 // Release returns the received payload buffers to the transport. Data is invalid after.
 func (f *Frame) Release() {
-	if f.free != nil {
-		f.free()
-		f.free = nil
+	for i, b := range f.held {
+		b.Free()
+		f.held[i] = nil
 	}
+	f.held = f.held[:0]
 	f.Data = f.Data[:0]
 }
 
@@ -63,10 +68,10 @@ func (f *Frame) PayloadLen() int {
 	return n
 }
 
-// reset clears every header field but keeps the capacity of Data.
+// reset clears every header field but keeps the capacity of Data and held.
 func (f *Frame) reset() {
-	data := f.Data[:0]
-	*f = Frame{Data: data}
+	data, held := f.Data[:0], f.held[:0]
+	*f = Frame{Data: data, held: held}
 }
 
 // Field numbers of ringtune.v1.Frame. A test checks them against the generated descriptor.

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/mem"
 )
 
 // MemNetwork connects in-process ranks without sockets, for fast tests. Frames are
@@ -102,37 +104,26 @@ func (q *memQueue) close() {
 // memConn is one end of an in-memory pipe.
 type memConn struct {
 	in, out *memQueue
-	pool    *sync.Pool
 }
 
 func newMemPipe() (*memConn, *memConn) {
 	ab := &memQueue{signal: make(chan struct{}, 1)}
 	ba := &memQueue{signal: make(chan struct{}, 1)}
-	pool := &sync.Pool{}
-	return &memConn{in: ba, out: ab, pool: pool}, &memConn{in: ab, out: ba, pool: pool}
+	return &memConn{in: ba, out: ab}, &memConn{in: ab, out: ba}
 }
 
 func (c *memConn) Send(f *Frame) error {
 	var g Frame
 	copyHeader(&g, f)
 	if len(f.Payload) > 0 {
-		buf := c.getBuf(len(f.Payload))
-		copy(buf, f.Payload)
-		g.Data = [][]byte{buf}
-		pool := c.pool
-		g.free = func() { pool.Put(&buf) }
+		b := mem.Copy(f.Payload, framePayloadPool)
+		g.held = mem.BufferSlice{b}
+		g.Data = [][]byte{b.ReadOnlyData()}
 	}
 	if f.release != nil {
 		f.release.Release()
 	}
 	return c.out.push(&g)
-}
-
-func (c *memConn) getBuf(n int) []byte {
-	if p, ok := c.pool.Get().(*[]byte); ok && cap(*p) >= n {
-		return (*p)[:n]
-	}
-	return make([]byte, n)
 }
 
 func (c *memConn) Recv(f *Frame) error {
@@ -143,9 +134,10 @@ func (c *memConn) Recv(f *Frame) error {
 			c.in.frames[0] = Frame{}
 			c.in.frames = c.in.frames[1:]
 			c.in.mu.Unlock()
-			data := f.Data[:0]
+			data, held := f.Data[:0], f.held[:0]
 			*f = g
 			f.Data = append(data, g.Data...)
+			f.held = append(held, g.held...)
 			return nil
 		}
 		closed := c.in.closed

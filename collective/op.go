@@ -265,6 +265,19 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState) (*Frame, error
 				return f, nil
 			}
 		case <-c.failed:
+			// Frames that arrived before the failure still complete the operation: a
+			// neighbour that finished its part may close its end right after.
+			if f := o.pop(); f != nil {
+				return f, nil
+			}
+			return nil, c.failErr
+		case <-c.leftClosed:
+			if f := o.pop(); f != nil {
+				return f, nil
+			}
+			c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank, Kind: ErrPeerLost,
+				Detail: fmt.Sprintf("the left neighbour closed its end of the ring while op %d waited for its data", o.id)},
+				pb.FaultKind_FAULT_KIND_PEER_LOST)
 			return nil, c.failErr
 		case <-ctx.Done():
 			c.fail(&FaultError{Rank: c.rank, Addr: c.cfg.peerAddr(c.rank), ReportedBy: c.rank, Kind: ErrAborted,

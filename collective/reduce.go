@@ -76,19 +76,18 @@ func decodeElem(b []byte, d WireDType) float32 {
 	return math.Float32frombits(binary.LittleEndian.Uint32(b))
 }
 
-// addF32: dst (n) += little-endian float32 src (4n bytes).
-func addF32(dst []float32, src []byte) {
+// addF32Generic: dst (n) += little-endian float32 src (4n bytes), one element at a time.
+func addF32Generic(dst []float32, src []byte) {
 	src = src[:len(dst)*4]
 	for i := range dst {
 		dst[i] += math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 	}
 }
 
+// copyF32: dst (n) = little-endian float32 src (4n bytes). On little-endian targets
+// that is a plain memory copy.
 func copyF32(dst []float32, src []byte) {
-	src = src[:len(dst)*4]
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
-	}
+	copy(float32Bytes(dst), src[:len(dst)*4])
 }
 
 func addBF16(dst []float32, src []byte) {

@@ -22,7 +22,9 @@ type Conn interface {
 	// Recv reads the next frame into f. f.Data stays valid until f.Release.
 	Recv(f *Frame) error
 	// Close ends the link. It lets frames already sent reach the peer, waiting at most
-	// until ctx is done, then tears the link down and unblocks Send and Recv.
+	// until ctx is done, then tears the link down and unblocks Recv and any Send.
+	// Close must not run concurrently with Send unless ctx is already done, in which
+	// case it tears the link down at once.
 	Close(ctx context.Context)
 }
 

@@ -1,0 +1,527 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/ringtune/ringtune/collective"
+)
+
+const defaultSweep = "4KiB,64KiB,1MiB,16MiB,64MiB,256MiB"
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure ringtune's building blocks",
+		Subcommands: []*cli.Command{
+			benchAllReduceCommand(),
+			benchAllReduceWorkerCommand(),
+		},
+	}
+}
+
+// ringFlags are the flags that shape the ring, shared by the launcher and its workers.
+func ringFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "sizes", Value: defaultSweep, Usage: "comma-separated buffer sizes in bytes of float32 data, such as 4KiB,64MiB"},
+		&cli.StringFlag{Name: "dtype", Value: "fp32", Usage: "element type on the wire: fp32 or bf16"},
+		&cli.IntFlag{Name: "iters", Usage: "timed all-reduces per size (0: 100 up to 64 KiB, 20 up to 1 MiB, 10 above)"},
+		&cli.IntFlag{Name: "warmup", Value: -1, Usage: "untimed all-reduces per size before timing (-1: 5 up to 64 KiB, 3 up to 1 MiB, 2 above)"},
+		&cli.StringFlag{Name: "chunk-bytes", Value: "1MiB", Usage: "payload bytes per frame"},
+		&cli.StringFlag{Name: "small-bytes", Value: "64KiB", Usage: "buffers up to this size use the all-gather path (0 turns it off)"},
+		&cli.StringFlag{Name: "job-token", EnvVars: []string{"RINGTUNE_JOB_TOKEN"}, Usage: "shared secret of the job; generated when launching local processes"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate of this rank; turns on TLS"},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key of --tls-cert"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA bundle that peers' certificates must chain to; turns on mutual TLS"},
+		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "bound on the whole benchmark"},
+	}
+}
+
+func benchAllReduceCommand() *cli.Command {
+	flags := append(ringFlags(),
+		&cli.StringFlag{Name: "nodes", Value: "2", Usage: "comma-separated world sizes to sweep, one ring of local processes each, such as 2,3,4"},
+		&cli.BoolFlag{Name: "json", Usage: `print only {"rows": [...]} on stdout; logs go to stderr`},
+		&cli.StringFlag{Name: "peers", Usage: "join a ring of given addresses (one per rank, comma-separated) instead of starting local processes"},
+		&cli.IntFlag{Name: "rank", Usage: "this process's rank with --peers"},
+		&cli.StringFlag{Name: "listen", Usage: "address to listen on with --peers (default: this rank's entry in --peers)"},
+	)
+	return &cli.Command{
+		Name:  "allreduce",
+		Usage: "sweep all-reduce sizes over N ranks and print time, algbw and busbw as nccl-tests does",
+		Description: "Starts N local processes that form a ring over loopback (or, with --peers, joins a ring\n" +
+			"of given addresses) and times all-reduces of each size. time is the mean per all-reduce,\n" +
+			"averaged over ranks; algbw = size / time; busbw = algbw * 2(N-1)/N. GB/s is 1e9 bytes/s.",
+		Flags:  flags,
+		Action: runBenchAllReduce,
+	}
+}
+
+func benchAllReduceWorkerCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "allreduce-worker",
+		Usage:  "one rank of a local 'bench allreduce' run (started by it; speaks JSON lines on stdin and stdout)",
+		Hidden: true,
+		Flags: append(ringFlags(),
+			&cli.IntFlag{Name: "rank", Required: true},
+			&cli.IntFlag{Name: "world-size", Required: true},
+		),
+		Action: runBenchWorkerChild,
+	}
+}
+
+// benchRow is one line of the output; the JSON keys are a stable interface.
+type benchRow struct {
+	Bytes     int64   `json:"bytes"`
+	TimeS     float64 `json:"time_s"`
+	AlgBWGBps float64 `json:"algbw_GBps"`
+	BusBWGBps float64 `json:"busbw_GBps"`
+	Nodes     int     `json:"nodes"`
+	DType     string  `json:"dtype"`
+
+	maxTimeS     float64 // slowest rank's mean
+	coresPerRank float64 // CPU time over wall time, averaged over ranks
+}
+
+// rankResult is what one worker measured for one size.
+type rankResult struct {
+	Bytes int64   `json:"bytes"`
+	MeanS float64 `json:"mean_s"`
+	CPUS  float64 `json:"cpu_s"`
+	WallS float64 `json:"wall_s"`
+}
+
+// workerMessage is one JSON line between launcher and worker.
+type workerMessage struct {
+	Addr   string      `json:"addr,omitempty"`
+	Peers  []string    `json:"peers,omitempty"`
+	Result *rankResult `json:"result,omitempty"`
+}
+
+type sweepParams struct {
+	sizes   []int64
+	dtype   collective.WireDType
+	iters   int
+	warmup  int
+	chunk   int
+	small   int
+	token   string
+	tls     [3]string
+	timeout time.Duration
+}
+
+func readSweepParams(c *cli.Context) (sweepParams, error) {
+	var p sweepParams
+	var err error
+	if p.sizes, err = parseSizeList(c.String("sizes")); err != nil {
+		return p, fmt.Errorf("--sizes: %w", err)
+	}
+	if p.dtype, err = collective.ParseWireDType(c.String("dtype")); err != nil {
+		return p, fmt.Errorf("--dtype: %w", err)
+	}
+	p.iters, p.warmup = c.Int("iters"), c.Int("warmup")
+	if p.iters < 0 {
+		return p, fmt.Errorf("--iters is %d, must be 0 (schedule by size) or positive", p.iters)
+	}
+	chunk, err := parseSize(c.String("chunk-bytes"))
+	if err != nil {
+		return p, fmt.Errorf("--chunk-bytes: %w", err)
+	}
+	small, err := parseSize(c.String("small-bytes"))
+	if err != nil {
+		return p, fmt.Errorf("--small-bytes: %w", err)
+	}
+	p.chunk, p.small = int(chunk), int(small)
+	if p.small == 0 {
+		p.small = -1
+	}
+	p.token = c.String("job-token")
+	p.tls = [3]string{c.String("tls-cert"), c.String("tls-key"), c.String("tls-ca")}
+	p.timeout = c.Duration("timeout")
+	return p, nil
+}
+
+// schedule returns the untimed and timed all-reduces for a size, as the peer
+// benchmarks in bench/peers use them.
+func (p sweepParams) schedule(size int64) (warmup, iters int) {
+	switch {
+	case size <= 64<<10:
+		warmup, iters = 5, 100
+	case size <= 1<<20:
+		warmup, iters = 3, 20
+	default:
+		warmup, iters = 2, 10
+	}
+	if p.iters > 0 {
+		iters = p.iters
+	}
+	if p.warmup >= 0 {
+		warmup = p.warmup
+	}
+	return warmup, iters
+}
+
+func (p sweepParams) args() []string {
+	sizes := make([]string, len(p.sizes))
+	for i, s := range p.sizes {
+		sizes[i] = fmt.Sprint(s)
+	}
+	return []string{
+		"--sizes", strings.Join(sizes, ","), "--dtype", p.dtype.String(),
+		"--iters", fmt.Sprint(p.iters), "--warmup", fmt.Sprint(p.warmup),
+		"--chunk-bytes", fmt.Sprint(p.chunk), "--small-bytes", fmt.Sprint(max(p.small, 0)),
+		"--tls-cert", p.tls[0], "--tls-key", p.tls[1], "--tls-ca", p.tls[2],
+		"--timeout", p.timeout.String(),
+	}
+}
+
+func runBenchAllReduce(c *cli.Context) error {
+	p, err := readSweepParams(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, p.timeout)
+	defer cancel()
+	if c.IsSet("peers") {
+		return runBenchJoin(ctx, c, p)
+	}
+	nodes, err := parseIntList(c.String("nodes"), "nodes")
+	if err != nil {
+		return err
+	}
+	if p.token == "" {
+		p.token = randomToken()
+	}
+
+	var bar *progressbar.ProgressBar
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bar = progressbar.NewOptions(len(nodes)*len(p.sizes), progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription("all-reduce sweep"), progressbar.OptionClearOnFinish())
+	}
+	var rows []benchRow
+	for _, n := range nodes {
+		r, err := launchLocalRing(ctx, n, p, func() {
+			if bar != nil {
+				_ = bar.Add(1)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("ring of %d local processes: %w", n, err)
+		}
+		rows = append(rows, r...)
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	return printRows(c.App.Writer, rows, c.Bool("json"))
+}
+
+func printRows(w io.Writer, rows []benchRow, asJSON bool) error {
+	if asJSON {
+		if rows == nil {
+			rows = []benchRow{}
+		}
+		return json.NewEncoder(w).Encode(map[string]any{"rows": rows})
+	}
+	fmt.Fprintf(w, "# ringtune all-reduce over gRPC; time: mean per all-reduce over ranks; GB/s = 1e9 B/s\n")
+	fmt.Fprintf(w, "%6s %5s %10s %12s %12s %12s %12s %11s\n", "nodes", "dtype", "size", "time(us)", "max(us)", "algbw(GB/s)", "busbw(GB/s)", "cores/rank")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%6d %5s %10s %12.1f %12.1f %12.3f %12.3f %11.2f\n", r.Nodes, r.DType, formatSize(r.Bytes),
+			r.TimeS*1e6, r.maxTimeS*1e6, r.AlgBWGBps, r.BusBWGBps, r.coresPerRank)
+	}
+	return nil
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// launchLocalRing starts n worker processes of this binary, introduces them to each
+// other and collects their measurements.
+func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) ([]benchRow, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	type worker struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		lines chan workerMessage
+		// exited is closed once the process has exited; err is its exit error.
+		exited chan struct{}
+		err    error
+	}
+	workers := make([]*worker, n)
+	for r := range workers {
+		args := append([]string{"bench", "allreduce-worker", "--rank", fmt.Sprint(r), "--world-size", fmt.Sprint(n)}, p.args()...)
+		cmd := exec.CommandContext(ctx, self, args...)
+		cmd.Stderr = os.Stderr
+		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
+		setParentDeathSignal(cmd)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start rank %d: %w", r, err)
+		}
+		w := &worker{cmd: cmd, stdin: stdin, lines: make(chan workerMessage, 64), exited: make(chan struct{})}
+		workers[r] = w
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				var m workerMessage
+				if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+					slog.Warn("ignoring a line from a worker that is not a JSON message", "rank", r, "line", sc.Text())
+					continue
+				}
+				w.lines <- m
+			}
+			close(w.lines)
+			w.err = cmd.Wait()
+			close(w.exited)
+		}()
+	}
+	defer func() {
+		cancel()
+		for _, w := range workers {
+			if w != nil {
+				<-w.exited
+			}
+		}
+	}()
+
+	next := func(r int) (workerMessage, error) {
+		select {
+		case m, ok := <-workers[r].lines:
+			if !ok {
+				<-workers[r].exited
+				return m, fmt.Errorf("rank %d exited early: %v", r, workers[r].err)
+			}
+			return m, nil
+		case <-ctx.Done():
+			return workerMessage{}, fmt.Errorf("waiting for rank %d: %w", r, ctx.Err())
+		}
+	}
+
+	peers := make([]string, n)
+	for r := range workers {
+		m, err := next(r)
+		if err != nil {
+			return nil, err
+		}
+		peers[r] = m.Addr
+	}
+	for r, w := range workers {
+		if err := json.NewEncoder(w.stdin).Encode(workerMessage{Peers: peers}); err != nil {
+			return nil, fmt.Errorf("send peers to rank %d: %w", r, err)
+		}
+	}
+
+	var rows []benchRow
+	for _, size := range p.sizes {
+		var sumMean, maxMean, sumCores float64
+		for r := range workers {
+			m, err := next(r)
+			if err != nil {
+				return nil, err
+			}
+			if m.Result == nil || m.Result.Bytes != size {
+				return nil, fmt.Errorf("rank %d sent an unexpected message %+v for size %d", r, m, size)
+			}
+			sumMean += m.Result.MeanS
+			maxMean = max(maxMean, m.Result.MeanS)
+			if m.Result.WallS > 0 {
+				sumCores += m.Result.CPUS / m.Result.WallS
+			}
+		}
+		rows = append(rows, makeRow(size, sumMean/float64(n), maxMean, sumCores/float64(n), n, p.dtype))
+		onSize()
+	}
+	for r, w := range workers {
+		w.stdin.Close()
+		select {
+		case <-w.exited:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for rank %d to exit: %w", r, ctx.Err())
+		}
+		if w.err != nil {
+			return nil, fmt.Errorf("rank %d: %w", r, w.err)
+		}
+	}
+	return rows, nil
+}
+
+func makeRow(size int64, meanS, maxS, cores float64, n int, dtype collective.WireDType) benchRow {
+	row := benchRow{Bytes: size, TimeS: meanS, Nodes: n, DType: dtype.String(), maxTimeS: maxS, coresPerRank: cores}
+	if meanS > 0 {
+		row.AlgBWGBps = float64(size) / meanS / 1e9
+		row.BusBWGBps = row.AlgBWGBps * 2 * float64(n-1) / float64(n)
+	}
+	return row
+}
+
+// runBenchWorkerChild is one rank started by launchLocalRing.
+func runBenchWorkerChild(c *cli.Context) error {
+	p, err := readSweepParams(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, p.timeout)
+	defer cancel()
+	rank, n := c.Int("rank"), c.Int("world-size")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	out := json.NewEncoder(os.Stdout)
+	if err := out.Encode(workerMessage{Addr: lis.Addr().String()}); err != nil {
+		return err
+	}
+	var m workerMessage
+	if err := json.NewDecoder(os.Stdin).Decode(&m); err != nil {
+		return fmt.Errorf("rank %d: read peers from the launcher: %w", rank, err)
+	}
+	return runSweep(ctx, rank, n, m.Peers, lis, p, func(r rankResult) error {
+		return out.Encode(workerMessage{Result: &r})
+	})
+}
+
+// runBenchJoin is one rank of a ring whose addresses were given with --peers.
+func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
+	peers := strings.Split(c.String("peers"), ",")
+	rank := c.Int("rank")
+	if rank < 0 || rank >= len(peers) {
+		return fmt.Errorf("--rank %d is not in [0, %d) for the %d --peers", rank, len(peers), len(peers))
+	}
+	if p.token == "" {
+		return errors.New("--peers needs --job-token (or RINGTUNE_JOB_TOKEN), the same on every rank")
+	}
+	listen := c.String("listen")
+	if listen == "" {
+		listen = peers[rank]
+	}
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	var rows []benchRow
+	err = runSweep(ctx, rank, len(peers), peers, lis, p, func(r rankResult) error {
+		cores := 0.0
+		if r.WallS > 0 {
+			cores = r.CPUS / r.WallS
+		}
+		rows = append(rows, makeRow(r.Bytes, r.MeanS, r.MeanS, cores, len(peers), p.dtype))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if rank != 0 {
+		return nil
+	}
+	return printRows(c.App.Writer, rows, c.Bool("json"))
+}
+
+// runSweep forms the ring on lis and times every size.
+func runSweep(ctx context.Context, rank, n int, peers []string, lis net.Listener, p sweepParams, emit func(rankResult) error) error {
+	ep, err := collective.NewGRPCEndpoint(lis, collective.GRPCConfig{Token: p.token,
+		CertFile: p.tls[0], KeyFile: p.tls[1], CAFile: p.tls[2]})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer ep.Close()
+	cfg := collective.DefaultConfig()
+	cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "bench-allreduce", 1, rank, n, peers
+	cfg.DType, cfg.ChunkBytes, cfg.SmallBytes = p.dtype, p.chunk, p.small
+	cfg.NoProgressTimeout = time.Minute
+	comm, err := collective.New(ctx, cfg, ep)
+	if err != nil {
+		return err
+	}
+	defer comm.Close()
+
+	// One buffer for the whole sweep, written once so its pages are resident: memory
+	// touched for the first time would be measured instead of the all-reduce.
+	var largest int64
+	for _, s := range p.sizes {
+		largest = max(largest, s)
+	}
+	buf := make([]float32, largest/4)
+	for i := range buf {
+		buf[i] = 0
+	}
+	if path := os.Getenv("RINGTUNE_CPUPROFILE"); path != "" {
+		f, err := os.Create(fmt.Sprintf("%s.rank%d", path, rank))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	for _, size := range p.sizes {
+		b := buf[:size/4]
+		warmup, iters := p.schedule(size)
+		for i := 0; i < warmup; i++ {
+			if err := comm.AllReduce(ctx, b, collective.Sum); err != nil {
+				return err
+			}
+		}
+		if err := comm.Barrier(ctx); err != nil {
+			return err
+		}
+		cpu0 := cpuTime()
+		start := time.Now()
+		for i := 0; i < iters; i++ {
+			if err := comm.AllReduce(ctx, b, collective.Sum); err != nil {
+				return err
+			}
+		}
+		wall := time.Since(start)
+		cpu := cpuTime() - cpu0
+		if err := emit(rankResult{Bytes: size, MeanS: wall.Seconds() / float64(iters), CPUS: cpu.Seconds(), WallS: wall.Seconds()}); err != nil {
+			return err
+		}
+	}
+	return comm.Barrier(ctx)
+}
+
+// cpuTime returns the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+

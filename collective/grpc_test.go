@@ -1,0 +1,193 @@
+package collective
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// grpcEndpoints starts n gRPC endpoints on loopback ports chosen by the kernel.
+func grpcEndpoints(t *testing.T, n int, tweak func(i int, c *GRPCConfig)) ([]*GRPCEndpoint, []string) {
+	t.Helper()
+	eps := make([]*GRPCEndpoint, n)
+	addrs := make([]string, n)
+	for i := range eps {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		cfg := GRPCConfig{Token: "secret-token", Logger: quietLogger}
+		if tweak != nil {
+			tweak(i, &cfg)
+		}
+		eps[i], err = NewGRPCEndpoint(lis, cfg)
+		require.NoError(t, err)
+		addrs[i] = eps[i].Addr()
+		t.Cleanup(func() { eps[i].Close() })
+	}
+	return eps, addrs
+}
+
+func grpcRing(t *testing.T, eps []*GRPCEndpoint, addrs []string, generation uint64, tweak func(*Config)) ([]*Communicator, []error) {
+	n := len(eps)
+	comms := make([]*Communicator, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := 0; r < n; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := DefaultConfig()
+			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", generation, r, n, addrs
+			cfg.ChunkBytes = 64 << 10
+			cfg.NoProgressTimeout = 2 * time.Second
+			cfg.ConnectTimeout = 10 * time.Second
+			cfg.CloseTimeout = 2 * time.Second
+			cfg.Logger = quietLogger
+			if tweak != nil {
+				tweak(&cfg)
+			}
+			comms[r], errs[r] = New(context.Background(), cfg, eps[r])
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range comms {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	return comms, errs
+}
+
+func TestGRPCAllReduceMatchesNaiveSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{2, 3, 4} {
+		for _, dtype := range []WireDType{Float32, BFloat16} {
+			t.Run(fmt.Sprintf("N%d/%v", n, dtype), func(t *testing.T) {
+				eps, addrs := grpcEndpoints(t, n, nil)
+				comms, errs := grpcRing(t, eps, addrs, 1, func(c *Config) { c.DType = dtype })
+				for _, err := range errs {
+					require.NoError(t, err)
+				}
+				for _, count := range []int{0, 1, n + 1, 5000, 100_003, 300_000} {
+					in := integerInputs(rng, n, count)
+					want := naiveSum(in)
+					bufs := make([][]float32, n)
+					for r := range bufs {
+						bufs[r] = append([]float32(nil), in[r]...)
+					}
+					errs := onEveryRank(comms, func(c *Communicator) error {
+						// Two buckets in flight at once, as during backward.
+						half := len(bufs[c.Rank()]) / 2
+						w1 := c.AllReduceAsync(context.Background(), bufs[c.Rank()][:half], Sum)
+						w2 := c.AllReduceAsync(context.Background(), bufs[c.Rank()][half:], Sum)
+						return errorsJoin(w1.Wait(), w2.Wait())
+					})
+					for r, err := range errs {
+						require.NoError(t, err, "rank %d count %d", r, count)
+					}
+					for r := 1; r < n; r++ {
+						require.Equal(t, bufs[0], bufs[r], "rank %d count %d", r, count)
+					}
+					if dtype == Float32 {
+						for i := range want {
+							require.Equal(t, float32(want[i]), bufs[0][i], "count %d element %d", count, i)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func errorsJoin(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func TestGRPCRejectsWrongToken(t *testing.T) {
+	eps, addrs := grpcEndpoints(t, 2, func(i int, c *GRPCConfig) {
+		if i == 1 {
+			c.Token = "another-token"
+		}
+	})
+	_, errs := grpcRing(t, eps, addrs, 1, func(c *Config) { c.ConnectTimeout = 3 * time.Second })
+	require.Error(t, errs[0])
+	assert.ErrorIs(t, errs[0], ErrRejected)
+	assert.Contains(t, errs[0].Error(), "invalid job token")
+}
+
+func TestGRPCRejectsOtherGeneration(t *testing.T) {
+	eps, addrs := grpcEndpoints(t, 2, nil)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := DefaultConfig()
+			// Rank 1 believes in generation 2; rank 0 is still at generation 1.
+			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", uint64(1+r), r, 2, addrs
+			cfg.ConnectTimeout = 2 * time.Second
+			cfg.Logger = quietLogger
+			c, err := New(context.Background(), cfg, eps[r])
+			if err == nil {
+				c.Close()
+			}
+			errs[r] = err
+		}()
+	}
+	wg.Wait()
+	require.Error(t, errs[0])
+	require.Error(t, errs[1])
+	assert.Contains(t, errs[0].Error()+errs[1].Error(), "generation")
+}
+
+func TestGRPCNewGenerationAfterFailure(t *testing.T) {
+	eps, addrs := grpcEndpoints(t, 3, nil)
+	comms, errs := grpcRing(t, eps, addrs, 1, nil)
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	// Rank 2 goes away; the survivors' next all-reduce fails and names it.
+	comms[2].Close()
+	start := time.Now()
+	errs = onEveryRank(comms[:2], func(c *Communicator) error {
+		return c.AllReduce(context.Background(), make([]float32, 100_000), Sum)
+	})
+	for r, err := range errs {
+		require.Error(t, err, "rank %d", r)
+		var fe *FaultError
+		require.ErrorAs(t, err, &fe, "rank %d", r)
+		assert.Equal(t, 2, fe.Rank, "rank %d: %v", r, err)
+	}
+	assert.Less(t, time.Since(start), 5*time.Second)
+	for _, c := range comms[:2] {
+		c.Close()
+	}
+
+	// The survivors form generation 2 as a ring of two on the same endpoints.
+	comms2, errs := grpcRing(t, eps[:2], addrs[:2], 2, nil)
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	bufs := [][]float32{{1, 2, 3}, {10, 20, 30}}
+	errs = onEveryRank(comms2, func(c *Communicator) error {
+		return c.AllReduce(context.Background(), bufs[c.Rank()], Sum)
+	})
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, []float32{11, 22, 33}, bufs[1])
+}
