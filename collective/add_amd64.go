@@ -1,7 +1,6 @@
 package collective
 
 import (
-
 	"golang.org/x/sys/cpu"
 )
 
@@ -23,4 +22,3 @@ func addF32(dst []float32, src []byte) {
 		addF32Generic(dst[done:], src[done*4:])
 	}
 }
-
