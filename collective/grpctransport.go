@@ -50,8 +50,10 @@ type GRPCConfig struct {
 	// WindowBytes is the HTTP/2 flow-control window per stream and per connection:
 	// how much a sender may have in flight before the receiver reads it. Default 64 MiB.
 	WindowBytes int32
-	// SocketBufferBytes sizes gRPC's read and write buffers around the socket.
-	// Default 512 KiB.
+	// SocketBufferBytes sizes gRPC's read and write buffers around the socket. gRPC
+	// copies every byte through them, and buffers that stay in the L2 cache make
+	// that copy cheap: 32 KiB beat 128 KiB and 512 KiB by 5 to 20% in busbw on a
+	// 2-core loopback run. Default 32 KiB.
 	SocketBufferBytes int
 	// Logger receives lifecycle events. Default slog.Default().
 	Logger *slog.Logger
@@ -77,7 +79,7 @@ func (c *GRPCConfig) validate() error {
 		return fmt.Errorf("collective: WindowBytes is %d, must be at least 64 KiB", c.WindowBytes)
 	}
 	if c.SocketBufferBytes == 0 {
-		c.SocketBufferBytes = 512 << 10
+		c.SocketBufferBytes = 32 << 10
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

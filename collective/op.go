@@ -43,6 +43,35 @@ func (o *opState) push(f *Frame) {
 	}
 }
 
+// take removes and returns the queued frame for (step, segment, offset), or nil. The
+// left neighbour sends a chunk of step k+1 as soon as it has reduced it, so frames of
+// neighbouring steps interleave on the wire; the queue stays a few frames long.
+func (o *opState) take(step, segment uint32, offset uint64) *Frame {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := o.head; i < len(o.queue); i++ {
+		f := o.queue[i]
+		if f.Step != step || f.Segment != segment || f.Offset != offset {
+			continue
+		}
+		copy(o.queue[i:], o.queue[i+1:])
+		o.queue[len(o.queue)-1] = nil
+		o.queue = o.queue[:len(o.queue)-1]
+		if o.head == len(o.queue) {
+			o.queue, o.head = o.queue[:0], 0
+		}
+		return f
+	}
+	return nil
+}
+
+// queued returns the number of frames waiting in the queue.
+func (o *opState) queued() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue) - o.head
+}
+
 func (o *opState) pop() *Frame {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -192,6 +221,11 @@ func wireType(d WireDType) pb.WireDType {
 	return pb.WireDType_WIRE_D_TYPE_FLOAT32
 }
 
+// maxQueuedFrames bounds the frames one operation holds that it does not wait for
+// yet. A correct left neighbour keeps it to a few chunks; only a broken or hostile one
+// reaches it.
+const maxQueuedFrames = 1 << 16
+
 // expect is the frame an operation waits for next.
 type expect struct {
 	op      pb.Op
@@ -206,7 +240,7 @@ type expect struct {
 // recvChunk waits for the next frame of o from the left neighbour and checks that it
 // is the one e describes.
 func (c *Communicator) recvChunk(ctx context.Context, o *opState, e expect) (*Frame, error) {
-	f, err := c.nextFrame(ctx, o)
+	f, err := c.nextFrame(ctx, o, e)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +278,9 @@ func checkData(f *Frame, e expect) error {
 // nextFrame waits for the next frame of o. It fails the ring when ctx is done or when
 // the left neighbour sends no data for cfg.NoProgressTimeout, unless that neighbour
 // reports that it is itself waiting for its own left neighbour.
-func (c *Communicator) nextFrame(ctx context.Context, o *opState) (*Frame, error) {
-	if f := o.pop(); f != nil {
+func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Frame, error) {
+	step, segment, offset := uint32(e.step), uint32(e.segment), uint64(e.offset)
+	if f := o.take(step, segment, offset); f != nil {
 		return f, nil
 	}
 	timeout := c.cfg.NoProgressTimeout
@@ -261,18 +296,23 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState) (*Frame, error
 	for {
 		select {
 		case <-o.notify:
-			if f := o.pop(); f != nil {
+			if f := o.take(step, segment, offset); f != nil {
 				return f, nil
+			}
+			if n := o.queued(); n > maxQueuedFrames {
+				c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %d frames arrived that match no expected step, segment and offset (waiting for step %d segment %d offset %d)",
+					o.id, n, step, segment, offset)), pb.FaultKind_FAULT_KIND_PROTOCOL)
+				return nil, c.failErr
 			}
 		case <-c.failed:
 			// Frames that arrived before the failure still complete the operation: a
 			// neighbour that finished its part may close its end right after.
-			if f := o.pop(); f != nil {
+			if f := o.take(step, segment, offset); f != nil {
 				return f, nil
 			}
 			return nil, c.failErr
 		case <-c.leftClosed:
-			if f := o.pop(); f != nil {
+			if f := o.take(step, segment, offset); f != nil {
 				return f, nil
 			}
 			c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank, Kind: ErrPeerLost,

@@ -104,6 +104,11 @@ func (c *Communicator) opError(what string, o *opState, count int, err error) er
 	return fmt.Errorf("collective: rank %d: %s op %d of %d elements failed: %w", c.rank, what, o.id, count, err)
 }
 
+// lookahead is how many chunks of its own segment a rank sends ahead of the chunks it
+// has received in the first reduce-scatter step: enough slack to keep the pipeline
+// busy, few enough that receive queues stay small.
+const lookahead = 4
+
 // allReduceRing runs N-1 reduce-scatter steps, then N-1 all-gather steps. Each step
 // sends one segment to the right and receives one from the left, chunk by chunk, and
 // a chunk received in one step is sent on in the next as soon as it is reduced.
@@ -113,22 +118,40 @@ func (c *Communicator) allReduceRing(ctx context.Context, o *opState, buf []floa
 	dtype := c.cfg.DType
 	mod := func(x int) int { return ((x % n) + n) % n }
 
-	// Reduce-scatter, step 0: send our own segment r.
-	start, m := g.segment(r)
-	for i := 0; i < g.chunks(m); i++ {
-		off, k := g.chunk(m, i)
-		if err := c.sendChunk(o, pb.Op_OP_ALL_REDUCE, 0, r, off, len(buf), buf[start+off:start+off+k], dtype, &o.sendsA); err != nil {
-			return err
+	// Reduce-scatter, step k receives segment r-k-1 and adds it to ours. Each chunk is
+	// sent on as step k+1 as soon as it is reduced; our own segment r goes out as step
+	// 0, one chunk before each chunk received, so that no rank runs more than a chunk
+	// ahead of its right neighbour and nothing piles up in receive queues. After the
+	// last step this rank owns the full sum of segment r+1, which starts the all-gather.
+	ownStart, ownLen := g.segment(r)
+	ownChunks, ownSent := g.chunks(ownLen), 0
+	sendOwn := func(upTo int) error {
+		for ; ownSent < min(upTo, ownChunks); ownSent++ {
+			off, cnt := g.chunk(ownLen, ownSent)
+			own := buf[ownStart+off : ownStart+off+cnt]
+			if err := c.sendChunk(o, pb.Op_OP_ALL_REDUCE, 0, r, off, len(buf), own, dtype, &o.sendsA); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-
-	// Reduce-scatter, step k receives segment r-k-1 and adds it to ours. After the last
-	// step this rank owns the full sum of segment r+1, which starts the all-gather.
 	for k := 0; k < n-1; k++ {
 		seg := mod(r - k - 1)
 		start, m := g.segment(seg)
 		last := k == n-2
-		for i := 0; i < g.chunks(m); i++ {
+		steps := g.chunks(m)
+		if k == 0 {
+			steps = max(steps, g.chunks(ownLen))
+		}
+		for i := 0; i < steps; i++ {
+			if k == 0 {
+				if err := sendOwn(i + 1 + lookahead); err != nil {
+					return err
+				}
+			}
+			if i >= g.chunks(m) {
+				continue
+			}
 			off, cnt := g.chunk(m, i)
 			f, err := c.recvChunk(ctx, o, expect{op: pb.Op_OP_ALL_REDUCE, step: k, segment: seg, offset: off,
 				count: len(buf), dtype: dtype, elems: cnt})

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -279,6 +280,12 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) (
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = os.Stderr
 		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
+		if os.Getenv("GOMAXPROCS") == "" {
+			// Share the cores among the local ranks, as torchrun does with
+			// OMP_NUM_THREADS: idle scheduler threads spinning in N processes cost
+			// more than the parallelism inside one rank gains.
+			cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/n)))
+		}
 		setParentDeathSignal(cmd)
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -451,8 +458,8 @@ func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
 
 // runSweep forms the ring on lis and times every size.
 func runSweep(ctx context.Context, rank, n int, peers []string, lis net.Listener, p sweepParams, emit func(rankResult) error) error {
-	ep, err := collective.NewGRPCEndpoint(lis, collective.GRPCConfig{Token: p.token,
-		CertFile: p.tls[0], KeyFile: p.tls[1], CAFile: p.tls[2]})
+	gcfg := collective.GRPCConfig{Token: p.token, CertFile: p.tls[0], KeyFile: p.tls[1], CAFile: p.tls[2]}
+	ep, err := collective.NewGRPCEndpoint(lis, gcfg)
 	if err != nil {
 		lis.Close()
 		return err
