@@ -11,10 +11,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
 )
 
 // grpcEndpoints starts n gRPC endpoints on loopback ports chosen by the kernel.
-func grpcEndpoints(t *testing.T, n int, tweak func(i int, c *GRPCConfig)) ([]*GRPCEndpoint, []string) {
+func grpcEndpoints(t testing.TB, n int, tweak func(i int, c *GRPCConfig)) ([]*GRPCEndpoint, []string) {
 	t.Helper()
 	eps := make([]*GRPCEndpoint, n)
 	addrs := make([]string, n)
@@ -33,7 +39,7 @@ func grpcEndpoints(t *testing.T, n int, tweak func(i int, c *GRPCConfig)) ([]*GR
 	return eps, addrs
 }
 
-func grpcRing(t *testing.T, eps []*GRPCEndpoint, addrs []string, generation uint64, tweak func(*Config)) ([]*Communicator, []error) {
+func grpcRing(t testing.TB, eps []*GRPCEndpoint, addrs []string, generation uint64, tweak func(*Config)) ([]*Communicator, []error) {
 	n := len(eps)
 	comms := make([]*Communicator, n)
 	errs := make([]error, n)
@@ -190,4 +196,18 @@ func TestGRPCNewGenerationAfterFailure(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, []float32{11, 22, 33}, bufs[1])
+}
+
+func TestGRPCRejectsMissingToken(t *testing.T) {
+	_, addrs := grpcEndpoints(t, 1, nil)
+	cc, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := pb.NewCollectiveClient(cc).Link(ctx)
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	assert.Equal(t, codes.Unauthenticated, status.Code(err))
+	assert.Contains(t, status.Convert(err).Message(), "missing job token")
 }

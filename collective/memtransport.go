@@ -72,18 +72,31 @@ func (e *memEndpoint) Accept(ctx context.Context, want *Frame) (Conn, error) {
 // memQueue is one direction of a pipe: an unbounded FIFO of frames.
 type memQueue struct {
 	mu     sync.Mutex
-	frames []Frame
-	closed bool
+	frames []memEntry // guarded by mu
+	head   int        // index of the next frame; guarded by mu
+	closed bool       // guarded by mu
 	signal chan struct{}
 }
 
-func (q *memQueue) push(f *Frame) error {
+// memEntry is a queued frame: its header, and its payload copy when it has one.
+type memEntry struct {
+	header  Frame
+	payload mem.Buffer
+}
+
+func (q *memQueue) push(e memEntry) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
+		if e.payload != nil {
+			e.payload.Free()
+		}
 		return io.ErrClosedPipe
 	}
-	q.frames = append(q.frames, *f)
+	if q.head == len(q.frames) {
+		q.frames, q.head = q.frames[:0], 0
+	}
+	q.frames = append(q.frames, e)
 	select {
 	case q.signal <- struct{}{}:
 	default:
@@ -113,31 +126,31 @@ func newMemPipe() (*memConn, *memConn) {
 }
 
 func (c *memConn) Send(f *Frame) error {
-	var g Frame
-	copyHeader(&g, f)
+	var e memEntry
+	copyHeader(&e.header, f)
 	if len(f.Payload) > 0 {
-		b := mem.Copy(f.Payload, framePayloadPool)
-		g.held = mem.BufferSlice{b}
-		g.Data = [][]byte{b.ReadOnlyData()}
+		e.payload = mem.Copy(f.Payload, framePayloadPool)
 	}
 	if f.release != nil {
 		f.release.Release()
 	}
-	return c.out.push(&g)
+	return c.out.push(e)
 }
 
 func (c *memConn) Recv(f *Frame) error {
 	for {
 		c.in.mu.Lock()
-		if len(c.in.frames) > 0 {
-			g := c.in.frames[0]
-			c.in.frames[0] = Frame{}
-			c.in.frames = c.in.frames[1:]
+		if c.in.head < len(c.in.frames) {
+			e := c.in.frames[c.in.head]
+			c.in.frames[c.in.head] = memEntry{}
+			c.in.head++
 			c.in.mu.Unlock()
-			data, held := f.Data[:0], f.held[:0]
-			*f = g
-			f.Data = append(data, g.Data...)
-			f.held = append(held, g.held...)
+			f.Release()
+			copyHeader(f, &e.header)
+			if e.payload != nil {
+				f.held = append(f.held, e.payload)
+				f.Data = append(f.Data, e.payload.ReadOnlyData())
+			}
 			return nil
 		}
 		closed := c.in.closed
@@ -154,9 +167,10 @@ func (c *memConn) Close(context.Context) {
 	c.in.close()
 }
 
-// copyHeader copies every field of src but the payload into dst.
+// copyHeader copies every field of src but the payload into dst, keeping the
+// capacity of dst's payload slices.
 func copyHeader(dst, src *Frame) {
-	data := dst.Data[:0]
+	data, held := dst.Data[:0], dst.held[:0]
 	*dst = Frame{
 		Kind: src.Kind, JobID: src.JobID, Generation: src.Generation,
 		SrcRank: src.SrcRank, DstRank: src.DstRank, WorldSize: src.WorldSize,
@@ -164,6 +178,6 @@ func copyHeader(dst, src *Frame) {
 		Offset: src.Offset, Count: src.Count, DType: src.DType,
 		FaultRank: src.FaultRank, Message: src.Message,
 		FaultKind: src.FaultKind, Reporter: src.Reporter,
-		Data: data,
+		Data: data, held: held,
 	}
 }

@@ -18,7 +18,7 @@ import (
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // memRing forms a ring of n ranks over an in-memory network.
-func memRing(t *testing.T, n int, tweak func(*Config)) []*Communicator {
+func memRing(t testing.TB, n int, tweak func(*Config)) []*Communicator {
 	t.Helper()
 	net := NewMemNetwork()
 	peers := make([]string, n)
