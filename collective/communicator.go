@@ -56,6 +56,9 @@ type Communicator struct {
 	// WAITING frames from the left neighbour.
 	lastData    atomic.Int64
 	lastWaiting atomic.Int64
+	// rightErr holds the error that ended the stream back from the right neighbour,
+	// for the message of a later failed send.
+	rightErr atomic.Value
 	// waitingNotice wakes the goroutine that sends WAITING frames to the right.
 	waitingNotice chan uint64
 
@@ -341,18 +344,18 @@ func (c *Communicator) leftLoop() {
 	}
 }
 
-// rightLoop reads the right neighbour's side of the link, which carries only ABORT frames.
+// rightLoop reads the right neighbour's side of the link, which carries only ABORT
+// frames. Its end alone fails nothing: a neighbour that finished its last operation
+// may exit at once. The next send to that neighbour fails and names it.
 func (c *Communicator) rightLoop() {
 	defer c.loops.Done()
 	f := newFrame()
 	defer putFrame(f)
 	for {
 		if err := c.right.Recv(f); err != nil {
-			// An orderly end (io.EOF) fails nothing here: a later send to the right
-			// neighbour fails and names it.
 			if !errors.Is(err, io.EOF) && !c.closingOrFailed() {
-				c.fail(&FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,
-					Kind: ErrPeerLost, Detail: "stream to right neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
+				c.rightErr.Store(err.Error())
+				c.log.Debug("stream back from the right neighbour ended", "peer", c.rightRank, "err", err)
 			}
 			return
 		}

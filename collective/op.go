@@ -206,8 +206,12 @@ func (c *Communicator) sendChunk(o *opState, op pb.Op, step, segment int, offset
 		if e := c.Err(); e != nil {
 			return e
 		}
+		detail := "send to right neighbour failed: " + err.Error()
+		if why, ok := c.rightErr.Load().(string); ok {
+			detail += " (its stream ended: " + why + ")"
+		}
 		fe := &FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,
-			Kind: ErrPeerLost, Detail: "send to right neighbour failed: " + err.Error()}
+			Kind: ErrPeerLost, Detail: detail}
 		c.fail(fe, pb.FaultKind_FAULT_KIND_PEER_LOST)
 		return c.Err()
 	}
