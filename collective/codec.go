@@ -9,8 +9,8 @@ import (
 )
 
 // frameCodec encodes Frame values in the protobuf encoding of ringtune.v1.Frame
-// without copying payloads: the header goes in a small pooled buffer and a large
-// payload is handed to gRPC in place; a received payload stays in gRPC's own receive
+// without copying payloads. The header goes in a small pooled buffer, and a large
+// payload is handed to gRPC in place. A received payload stays in gRPC's own receive
 // buffers until the operation has reduced it.
 type frameCodec struct{}
 
@@ -19,7 +19,7 @@ type frameCodec struct{}
 func (frameCodec) Name() string { return "proto" }
 
 // inlinePayload is the largest payload copied next to the header instead of being
-// sent in place; below it the copy is cheaper than tracking the release.
+// sent in place, because below it the copy is cheaper than tracking the release.
 const inlinePayload = 16 << 10
 
 func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {

@@ -14,7 +14,7 @@ import (
 )
 
 // Communicator is one member of a ring of N ranks. Every rank must issue the same
-// collective calls in the same order with buffers of the same length; calls may
+// collective calls in the same order with buffers of the same length. Calls may
 // overlap through the asynchronous forms, which is how gradient buckets are reduced
 // while backward still runs.
 //
@@ -221,7 +221,8 @@ func closeLink(ctx context.Context, conn Conn, mu *sync.Mutex) {
 	conn.Close(ctx)
 }
 
-// fail records the first failure, tells both neighbours and tears down the links.
+// fail records the first failure, sends an ABORT frame to both neighbours and tears
+// down the links.
 func (c *Communicator) fail(e *FaultError, kind pb.FaultKind) {
 	c.failOnce.Do(func() {
 		c.failErr = e
@@ -284,7 +285,8 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// closingErr tells whether a broken link is expected because this rank is shutting down.
+// closingOrFailed reports whether a broken link is expected because this rank has
+// failed or is closing.
 func (c *Communicator) closingOrFailed() bool {
 	select {
 	case <-c.failed:
@@ -471,7 +473,7 @@ func (c *Communicator) begin() (*opState, error) {
 	return o, nil
 }
 
-// end forgets an operation and recycles its state.
+// end removes an operation from the table and recycles its state.
 func (c *Communicator) end(o *opState) {
 	c.mu.Lock()
 	delete(c.ops, o.id)

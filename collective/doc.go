@@ -32,8 +32,8 @@
 //
 // A broken stream fails every operation at once; a neighbour that sends no data for
 // Config.NoProgressTimeout while this rank waits for it fails them too. A rank blocked on
-// its own left neighbour tells its right neighbour so with WAITING frames, so the
-// timeout blames the rank where the ring stopped rather than one further along. The rank
+// its own left neighbour sends WAITING frames to its right neighbour. The timeout then
+// blames the rank where the ring stopped rather than one further along. The rank
 // that detects a failure sends an ABORT frame both ways around the ring, and every
 // survivor fails with a *FaultError that names the rank at fault. After a failure, Close
 // the Communicator and form a new ring with a higher Config.Generation; one GRPCEndpoint

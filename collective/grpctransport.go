@@ -183,7 +183,7 @@ func transportCredentials(cfg *GRPCConfig) (server, client credentials.Transport
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("collective: CA file %s holds no PEM certificate", cfg.CAFile)
+			return nil, nil, fmt.Errorf("collective: CA file %s contains no PEM certificate", cfg.CAFile)
 		}
 		serverTLS.ClientCAs = pool
 		serverTLS.ClientAuth = tls.RequireAndVerifyClientCert
@@ -335,7 +335,7 @@ func (e *GRPCEndpoint) Dial(ctx context.Context, addr string, hello *Frame) (Con
 		}
 		reply.Release()
 		if reply.Kind != pb.FrameKind_FRAME_KIND_HELLO {
-			res <- result{fmt.Errorf("answer has kind %v, expected HELLO", reply.Kind)}
+			res <- result{fmt.Errorf("response has kind %v, expected HELLO", reply.Kind)}
 			return
 		}
 		res <- result{}

@@ -45,7 +45,7 @@ func (o *opState) push(f *Frame) {
 
 // take removes and returns the queued frame for (step, segment, offset), or nil. The
 // left neighbour sends a chunk of step k+1 as soon as it has reduced it, so frames of
-// neighbouring steps interleave on the wire; the queue stays a few frames long.
+// neighbouring steps interleave on the wire. The queue stays a few frames long.
 func (o *opState) take(step, segment uint32, offset uint64) *Frame {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -87,7 +87,7 @@ func (o *opState) pop() *Frame {
 	return f
 }
 
-// drain releases frames nobody consumed, after a failure.
+// drain releases the frames that no step consumed, after a failure.
 func (o *opState) drain() {
 	for f := o.pop(); f != nil; f = o.pop() {
 		f.Release()
@@ -110,7 +110,7 @@ func (s *sendCounter) Release() {
 	}
 }
 
-// releaser is told when the transport no longer reads a payload.
+// releaser is called once the transport no longer reads a payload.
 type releaser interface{ Release() }
 
 // stagingBuf holds an encoded bf16 payload until the transport has sent it.
@@ -143,8 +143,8 @@ type chunkGeometry struct {
 	chunkElems int // elements per DATA frame
 }
 
-// segment returns the first element and length of segment s; lengths differ by at
-// most one and the first count mod N segments are the longer ones.
+// segment returns the first element and length of segment s. Lengths differ by at
+// most one, and the first count mod N segments are the longer ones.
 func (g chunkGeometry) segment(s int) (start, n int) {
 	base, rem := g.count/g.size, g.count%g.size
 	start = s*base + min(s, rem)
@@ -155,8 +155,8 @@ func (g chunkGeometry) segment(s int) (start, n int) {
 	return start, n
 }
 
-// chunks returns the number of frames that carry n elements; an empty region still
-// takes one empty frame so that every step is seen by the receiver.
+// chunks returns the number of frames that carry n elements. An empty region still
+// takes one empty frame, so that the receiver sees every step.
 func (g chunkGeometry) chunks(n int) int {
 	if n == 0 {
 		return 1

@@ -6,9 +6,9 @@ import (
 )
 
 // The kernels below read wire payloads that arrive as several byte slices whose
-// boundaries may fall inside an element; a carry of at most 3 bytes bridges them.
+// boundaries may fall inside an element. A carry of at most 3 bytes bridges them.
 
-// wireCombine says what to do with each decoded element.
+// wireCombine selects what to do with each decoded element.
 type wireCombine int
 
 const (

@@ -119,10 +119,10 @@ func (c *Communicator) allReduceRing(ctx context.Context, o *opState, buf []floa
 	mod := func(x int) int { return ((x % n) + n) % n }
 
 	// Reduce-scatter, step k receives segment r-k-1 and adds it to ours. Each chunk is
-	// sent on as step k+1 as soon as it is reduced; our own segment r goes out as step
-	// 0, one chunk before each chunk received, so that no rank runs more than a chunk
-	// ahead of its right neighbour and nothing piles up in receive queues. After the
-	// last step this rank owns the full sum of segment r+1, which starts the all-gather.
+	// sent on as step k+1 as soon as it is reduced. Our own segment r goes out as step 0
+	// at most lookahead chunks ahead of the chunks received, so no rank runs far ahead of
+	// its right neighbour and receive queues stay short. After the last step this rank
+	// owns the full sum of segment r+1, which starts the all-gather.
 	ownStart, ownLen := g.segment(r)
 	ownChunks, ownSent := g.chunks(ownLen), 0
 	sendOwn := func(upTo int) error {

@@ -12,8 +12,8 @@ import (
 // Conn is one end of the link between two neighbouring ranks. The dialling end sends
 // DATA and WAITING frames; either end may send ABORT frames.
 //
-// Send may be called by one goroutine at a time and Recv by one goroutine at a time;
-// a Send and a Recv may run concurrently.
+// Send may be called by one goroutine at a time and Recv by one goroutine at a time,
+// but a Send and a Recv may run concurrently.
 type Conn interface {
 	// Send writes f. The transport reads f.Payload until it calls f.release, which may
 	// happen after Send returns; the caller must not change the payload before that.
@@ -31,7 +31,7 @@ type Conn interface {
 // Transport opens the links of a ring.
 type Transport interface {
 	// Dial opens a link to the endpoint at addr. hello is sent as the first frame and
-	// Dial returns once the peer has answered with its own HELLO.
+	// Dial returns once the peer has responded with its own HELLO.
 	Dial(ctx context.Context, addr string, hello *Frame) (Conn, error)
 	// Accept waits for the link whose HELLO has the job, generation and destination
 	// rank of want, checks the rest of it and answers with want.

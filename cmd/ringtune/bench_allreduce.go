@@ -101,7 +101,7 @@ type benchRow struct {
 	coresPerRank float64 // CPU time over wall time, averaged over ranks
 }
 
-// rankResult is what one worker measured for one size.
+// rankResult is one worker's measurement of one size.
 type rankResult struct {
 	Bytes int64   `json:"bytes"`
 	MeanS float64 `json:"mean_s"`
