@@ -40,7 +40,7 @@ test-short:
 
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./collective -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./collective -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # Runs the all-reduce sweep on N local processes over loopback.
 bench: build
