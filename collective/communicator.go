@@ -41,8 +41,7 @@ type Communicator struct {
 	issued uint64
 	// ops holds live operations and operations whose first frames arrived before
 	// this rank started them; guarded by mu.
-	ops     map[uint64]*opState
-	closing bool // guarded by mu
+	ops map[uint64]*opState
 
 	failOnce sync.Once
 	// failed is closed after failErr is set.
@@ -67,7 +66,6 @@ type Communicator struct {
 	opPool    sync.Pool // *opState
 
 	loops     sync.WaitGroup
-	stop      chan struct{} // closed by Close
 	closeOnce sync.Once
 }
 
@@ -91,7 +89,6 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 		failed:        make(chan struct{}),
 		leftClosed:    make(chan struct{}),
 		waitingNotice: make(chan uint64, 1),
-		stop:          make(chan struct{}),
 	}
 	c.log = cfg.Logger.With("rank", cfg.Rank, "world_size", cfg.WorldSize, "generation", cfg.Generation)
 	if c.size == 1 {
@@ -182,9 +179,6 @@ func (c *Communicator) Err() error {
 // cfg.CloseTimeout for the neighbours to receive what was already sent.
 func (c *Communicator) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		c.closing = true
-		c.mu.Unlock()
 		graceful := false
 		c.failOnce.Do(func() {
 			c.failErr = &FaultError{Rank: c.rank, Addr: c.cfg.peerAddr(c.rank), ReportedBy: c.rank, Kind: ErrClosed,
@@ -201,7 +195,6 @@ func (c *Communicator) Close() error {
 			wg.Wait()
 			cancel()
 		}
-		close(c.stop)
 		c.loops.Wait()
 		c.log.Info("ring closed")
 	})

@@ -280,6 +280,10 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) (
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = os.Stderr
 		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
+		if os.Getenv("RINGTUNE_LOG_LEVEL") == "" {
+			// Each worker's lifecycle lines would bury the table; warnings and errors stay.
+			cmd.Env = append(cmd.Env, "RINGTUNE_LOG_LEVEL=warn")
+		}
 		if os.Getenv("GOMAXPROCS") == "" {
 			// Share the cores among the local ranks, as torchrun does with
 			// OMP_NUM_THREADS: idle scheduler threads spinning in N processes cost
