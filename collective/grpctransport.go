@@ -273,14 +273,7 @@ type serverConn struct {
 	closeOnce sync.Once
 }
 
-func (c *serverConn) Send(f *Frame) error {
-	f.handedOff = false
-	err := c.stream.SendMsg(f)
-	if err != nil && !f.handedOff && f.release != nil {
-		f.release.Release()
-	}
-	return err
-}
+func (c *serverConn) Send(f *Frame) error { return sendFrame(c.stream, f) }
 
 func (c *serverConn) Recv(f *Frame) error {
 	err := c.stream.RecvMsg(f)
@@ -372,9 +365,13 @@ type clientConn struct {
 	closeOnce sync.Once
 }
 
-func (c *clientConn) Send(f *Frame) error {
+func (c *clientConn) Send(f *Frame) error { return sendFrame(c.stream, f) }
+
+// sendFrame sends f on a gRPC stream and releases its payload itself when gRPC failed
+// before the codec took the payload over.
+func sendFrame(stream interface{ SendMsg(any) error }, f *Frame) error {
 	f.handedOff = false
-	err := c.stream.SendMsg(f)
+	err := stream.SendMsg(f)
 	if err != nil && !f.handedOff && f.release != nil {
 		f.release.Release()
 	}

@@ -119,6 +119,26 @@ def print_rows(rows, as_json, title, stream=sys.stdout):
     stream.flush()
 
 
+def add_sweep_arguments(parser, stopped):
+    """Add the flags that every peer benchmark shares with `ringtune bench allreduce`.
+
+    stopped names what the run stops when --timeout expires, for the help text.
+    """
+    parser.add_argument("--nodes", type=positive_int, default=2,
+                        help="number of ranks, one local process each (default 2)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help="comma-separated buffer sizes in bytes of float32 data, with binary units "
+                             "such as 4KiB, 1MiB or 1G (default %(default)s)")
+    parser.add_argument("--iters", type=int, default=0,
+                        help="timed all-reduces per size (0: 100 up to 64 KiB, 20 up to 1 MiB, 10 above)")
+    parser.add_argument("--warmup", type=int, default=-1,
+                        help="untimed all-reduces per size before timing (-1: 5 up to 64 KiB, 3 up to 1 MiB, 2 above)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help=f"maximum seconds for the whole run, after which {stopped} (default 600)")
+    parser.add_argument("--json", action="store_true",
+                        help='print only {"rows": [...]} on stdout; messages go to stderr')
+
+
 def positive_int(text):
     """Parse an argparse value that must be an integer of at least 1."""
     try:

@@ -43,21 +43,9 @@ TRANSPORT_TITLES = {
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=sweep.positive_int, default=2,
-                        help="number of ranks, one local process each (default 2)")
+    sweep.add_sweep_arguments(parser, "mpirun is stopped")
     parser.add_argument("--transport", choices=sorted(TRANSPORT_OPTIONS), default="tcp",
                         help="tcp: TCP BTL on loopback; shm: shared-memory BTL (vader) (default tcp)")
-    parser.add_argument("--sizes", default=sweep.DEFAULT_SIZES,
-                        help="comma-separated buffer sizes in bytes of float32 data, with binary units "
-                             "such as 4KiB, 1MiB or 1G (default %(default)s)")
-    parser.add_argument("--iters", type=int, default=0,
-                        help="timed all-reduces per size (0: 100 up to 64 KiB, 20 up to 1 MiB, 10 above)")
-    parser.add_argument("--warmup", type=int, default=-1,
-                        help="untimed all-reduces per size before timing (-1: 5 up to 64 KiB, 3 up to 1 MiB, 2 above)")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="maximum seconds for the whole run, after which mpirun is stopped (default 600)")
-    parser.add_argument("--json", action="store_true",
-                        help='print only {"rows": [...]} on stdout; messages go to stderr')
     parser.add_argument("--mpirun", default="mpirun", help="mpirun executable (default: mpirun on PATH)")
 
     # Set by the launcher for its ranks.
