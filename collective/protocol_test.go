@@ -109,29 +109,30 @@ func TestStalledLeftTimesOut(t *testing.T) {
 func TestSlowButHealthyPeerIsNotKilled(t *testing.T) {
 	p := newRawPeer(t)
 	p.comm.cfg.SmallBytes = -1
-	const count = 8192
-	half := count / 2
+	p.comm.cfg.ChunkBytes = 8 << 10 // 2048 elements: two chunks per segment
+	const count, chunk = 8192, 2048
 	done := make(chan error, 1)
 	go func() { done <- p.comm.AllReduce(context.Background(), make([]float32, count), Sum) }()
 
-	// Rank 1 trickles its two steps out 1.5 s apart: every gap is below the 2 s
-	// no-progress timeout, the whole operation is not.
+	// Rank 1 trickles its four chunks out 0.9 s apart: every gap is well below the 2 s
+	// no-progress timeout, but the whole operation takes longer than it.
+	start := time.Now()
 	var f Frame
-	steps := []struct{ step, segment uint32 }{{0, 1}, {1, 0}}
-	for _, s := range steps {
-		time.Sleep(1500 * time.Millisecond)
-		for off := 0; off < half; off += 1024 {
+	for _, step := range []struct{ step, segment uint32 }{{0, 1}, {1, 0}} {
+		for off := 0; off < count/2; off += chunk {
+			time.Sleep(900 * time.Millisecond)
 			g := dataFrame(count)
-			g.Step, g.Segment, g.Offset, g.Payload = s.step, s.segment, uint64(off), make([]byte, 4*1024)
+			g.Step, g.Segment, g.Offset, g.Payload = step.step, step.segment, uint64(off), make([]byte, 4*chunk)
 			require.NoError(t, p.out.Send(g))
 		}
-		// Read what rank 0 sent for this step so its queue drains.
-		for off := 0; off < half; off += 1024 {
+		// Drain what rank 0 sent for this step.
+		for off := 0; off < count/2; off += chunk {
 			require.NoError(t, p.in.Recv(&f))
 			f.Release()
 		}
 	}
 	require.NoError(t, <-done)
+	assert.Greater(t, time.Since(start), p.comm.cfg.NoProgressTimeout)
 }
 
 func TestContextCancelAbortsRing(t *testing.T) {
