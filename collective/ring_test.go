@@ -286,6 +286,10 @@ func TestStatsCountRingBytes(t *testing.T) {
 		tot := comms[0].Totals()
 		assert.Equal(t, int64(1), tot.Ops)
 		assert.Equal(t, want, tot.BytesSent)
+		assert.Equal(t, want, tot.BytesRecv)
+		assert.Equal(t, stats[0].Duration, tot.Busy)
+		assert.InDelta(t, stats[0].AlgBW(), tot.AlgBW(), 1e-6*stats[0].AlgBW())
+		assert.InDelta(t, stats[0].BusBW(), tot.BusBW(n), 1e-6*stats[0].BusBW())
 	}
 }
 

@@ -47,6 +47,24 @@ type Totals struct {
 	Busy      time.Duration // sum of operation durations; overlapping operations add up
 }
 
+// AlgBW returns Bytes / Busy in bytes per second: the mean algorithm bandwidth of the
+// operations so far, counting overlapping operations once each.
+func (t Totals) AlgBW() float64 {
+	if t.Busy <= 0 {
+		return 0
+	}
+	return float64(t.Bytes) / t.Busy.Seconds()
+}
+
+// BusBW returns AlgBW · 2(N-1)/N for a ring of worldSize ranks.
+func (t Totals) BusBW(worldSize int) float64 {
+	if worldSize < 2 {
+		return 0
+	}
+	n := float64(worldSize)
+	return t.AlgBW() * 2 * (n - 1) / n
+}
+
 type counters struct {
 	ops, bytes, sent, recv, busyNanos atomic.Int64
 }
