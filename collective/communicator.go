@@ -62,7 +62,7 @@ type Communicator struct {
 	waitingNotice chan uint64
 
 	totals    counters
-	stagePool sync.Pool // *stagingBuf of ChunkBytes/2 bytes, for bf16 payloads
+	stagePool sync.Pool // *stagingBuf, for bf16 payloads
 	opPool    sync.Pool // *opState
 
 	loops     sync.WaitGroup
@@ -135,12 +135,16 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 		if c.left != nil {
 			c.left.Close(closeCtx)
 		}
-		if dialErr != nil {
-			return nil, fmt.Errorf("collective: rank %d: connect to right neighbour rank %d at %s: %w",
-				c.rank, c.rightRank, cfg.peerAddr(c.rightRank), dialErr)
+		hint := ""
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			hint = fmt.Sprintf(" (no link within ConnectTimeout %v: check that every rank is running, reachable and started with the same job token)", cfg.ConnectTimeout)
 		}
-		return nil, fmt.Errorf("collective: rank %d: wait for left neighbour rank %d (%s): %w",
-			c.rank, c.leftRank, cfg.peerAddr(c.leftRank), acceptErr)
+		if dialErr != nil {
+			return nil, fmt.Errorf("collective: rank %d: connect to right neighbour rank %d at %s: %w%s",
+				c.rank, c.rightRank, cfg.peerAddr(c.rightRank), dialErr, hint)
+		}
+		return nil, fmt.Errorf("collective: rank %d: wait for left neighbour rank %d (%s): %w%s",
+			c.rank, c.leftRank, cfg.peerAddr(c.leftRank), acceptErr, hint)
 	}
 
 	now := time.Now().UnixNano()
@@ -304,7 +308,8 @@ func (c *Communicator) leftLoop() {
 			}
 			if !c.closingOrFailed() {
 				c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank,
-					Kind: ErrPeerLost, Detail: "stream from left neighbour ended: " + err.Error()}, pb.FaultKind_FAULT_KIND_PEER_LOST)
+					Kind: ErrPeerLost, Detail: "stream from left neighbour broke: " + err.Error() +
+						" (its process exited, the connection dropped, or it answered no keepalive ping for 40 s)"}, pb.FaultKind_FAULT_KIND_PEER_LOST)
 			}
 			return
 		}

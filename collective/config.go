@@ -123,6 +123,9 @@ func (c *Config) Validate() error {
 	if c.SmallBytes == 0 {
 		c.SmallBytes = d.SmallBytes
 	}
+	if c.SmallBytes > maxChunkBytes {
+		return fmt.Errorf("collective config: SmallBytes is %d; a small buffer travels in one frame, so it must be at most %d", c.SmallBytes, maxChunkBytes)
+	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = d.ConnectTimeout
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
@@ -210,4 +211,28 @@ func TestGRPCRejectsMissingToken(t *testing.T) {
 	_, err = stream.Recv()
 	assert.Equal(t, codes.Unauthenticated, status.Code(err))
 	assert.Contains(t, status.Convert(err).Message(), "missing job token")
+}
+
+func TestGRPCRejectsInvalidHello(t *testing.T) {
+	_, addrs := grpcEndpoints(t, 1, nil)
+	cc, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
+	require.NoError(t, err)
+	defer cc.Close()
+	for _, hello := range []*Frame{
+		{Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: "j", WorldSize: 0},
+		{Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: "j", WorldSize: 2, SrcRank: 5, DstRank: 0},
+		{Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: "j", WorldSize: 3, SrcRank: 0, DstRank: 2},
+	} {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), TokenMetadataKey, "secret-token"), 5*time.Second)
+		stream, err := pb.NewCollectiveClient(cc).Link(ctx)
+		require.NoError(t, err)
+		start := time.Now()
+		require.NoError(t, stream.SendMsg(hello))
+		var reply Frame
+		err = stream.RecvMsg(&reply)
+		assert.Equal(t, codes.FailedPrecondition, status.Code(err), "hello %+v: %v", hello, err)
+		assert.Less(t, time.Since(start), time.Second, "an invalid hello must be rejected at once")
+		cancel()
+	}
 }

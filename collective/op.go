@@ -65,6 +65,32 @@ func (o *opState) take(step, segment uint32, offset uint64) *Frame {
 	return nil
 }
 
+// mismatch returns a description of the first queued frame that cannot belong to the
+// operation e describes: another operation type, element count or broadcast root.
+// Ranks that disagree on those would otherwise wait for frames that never come.
+func (o *opState) mismatch(e expect) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, f := range o.queue[o.head:] {
+		if err := checkSignature(f, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkSignature(f *Frame, e expect) error {
+	switch {
+	case f.Op != e.op:
+		return fmt.Errorf("field op is %v, expected %v: every rank must issue the same collective calls in the same order", f.Op, e.op)
+	case f.Count != uint64(e.count):
+		return fmt.Errorf("field count is %d, expected %d: every rank must pass a buffer of the same length", f.Count, e.count)
+	case e.op == pb.Op_OP_BROADCAST && f.Segment != uint32(e.segment):
+		return fmt.Errorf("field segment (the broadcast root) is %d, expected %d: every rank must name the same root", f.Segment, e.segment)
+	}
+	return nil
+}
+
 // queued returns the number of frames waiting in the queue.
 func (o *opState) queued() int {
 	o.mu.Lock()
@@ -113,16 +139,19 @@ func (s *sendCounter) Release() {
 // releaser is called once the transport no longer reads a payload.
 type releaser interface{ Release() }
 
-// stagingBuf holds an encoded bf16 payload until the transport has sent it.
+// stagingBuf holds an encoded bf16 payload until the transport has sent it. The
+// bytes come from framePayloadPool, sized for the payload: a small-path frame carries
+// a whole buffer and may be larger than a chunk.
 type stagingBuf struct {
-	b       []byte
+	b       *[]byte
 	counter *sendCounter
 	pool    *sync.Pool
 }
 
 func (s *stagingBuf) Release() {
 	c := s.counter
-	s.counter = nil
+	framePayloadPool.Put(s.b)
+	s.counter, s.b = nil, nil
 	s.pool.Put(s)
 	c.Release()
 }
@@ -188,11 +217,12 @@ func (c *Communicator) sendChunk(o *opState, op pb.Op, step, segment int, offset
 		} else {
 			s, _ := c.stagePool.Get().(*stagingBuf)
 			if s == nil {
-				s = &stagingBuf{b: make([]byte, c.cfg.ChunkBytes/2), pool: &c.stagePool}
+				s = &stagingBuf{pool: &c.stagePool}
 			}
 			s.counter = counter
-			encodeBF16(s.b, data)
-			f.Payload = s.b[:2*len(data)]
+			s.b = framePayloadPool.Get(2 * len(data))
+			encodeBF16(*s.b, data)
+			f.Payload = *s.b
 			f.release = s
 		}
 		counter.n.Add(1)
@@ -259,11 +289,10 @@ func (c *Communicator) recvChunk(ctx context.Context, o *opState, e expect) (*Fr
 }
 
 func checkData(f *Frame, e expect) error {
+	if err := checkSignature(f, e); err != nil {
+		return err
+	}
 	switch {
-	case f.Op != e.op:
-		return fmt.Errorf("field op is %v, expected %v", f.Op, e.op)
-	case f.Count != uint64(e.count):
-		return fmt.Errorf("field count is %d, expected %d: every rank must pass a buffer of the same length", f.Count, e.count)
 	case f.Step != uint32(e.step):
 		return fmt.Errorf("field step is %d, expected %d", f.Step, e.step)
 	case f.Segment != uint32(e.segment):
@@ -287,6 +316,10 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Fr
 	if f := o.take(step, segment, offset); f != nil {
 		return f, nil
 	}
+	if err := o.mismatch(e); err != nil {
+		c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %w", o.id, err)), pb.FaultKind_FAULT_KIND_PROTOCOL)
+		return nil, c.failErr
+	}
 	timeout := c.cfg.NoProgressTimeout
 	tick := max(timeout/4, time.Millisecond)
 	start := time.Now()
@@ -302,6 +335,10 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Fr
 		case <-o.notify:
 			if f := o.take(step, segment, offset); f != nil {
 				return f, nil
+			}
+			if err := o.mismatch(e); err != nil {
+				c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %w", o.id, err)), pb.FaultKind_FAULT_KIND_PROTOCOL)
+				return nil, c.failErr
 			}
 			if n := o.queued(); n > maxQueuedFrames {
 				c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %d frames arrived that match no expected step, segment and offset (waiting for step %d segment %d offset %d)",
@@ -325,7 +362,7 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Fr
 			return nil, c.failErr
 		case <-ctx.Done():
 			c.fail(&FaultError{Rank: c.rank, Addr: c.cfg.peerAddr(c.rank), ReportedBy: c.rank, Kind: ErrAborted,
-				Detail: fmt.Sprintf("op %d cancelled: %v", o.id, ctx.Err())}, pb.FaultKind_FAULT_KIND_CANCELLED)
+				Detail: fmt.Sprintf("op %d cancelled: %v", o.id, context.Cause(ctx))}, pb.FaultKind_FAULT_KIND_CANCELLED)
 			return nil, c.failErr
 		case now := <-o.timer.C:
 			if now.Sub(start) >= tick && now.Sub(lastNotice) >= tick {
@@ -373,7 +410,7 @@ func (c *Communicator) waitReleased(ctx context.Context, o *opState, s *sendCoun
 			return c.failErr
 		case <-ctx.Done():
 			c.fail(&FaultError{Rank: c.rank, ReportedBy: c.rank, Kind: ErrAborted,
-				Detail: fmt.Sprintf("op %d cancelled: %v", o.id, ctx.Err())}, pb.FaultKind_FAULT_KIND_CANCELLED)
+				Detail: fmt.Sprintf("op %d cancelled: %v", o.id, context.Cause(ctx))}, pb.FaultKind_FAULT_KIND_CANCELLED)
 			return c.failErr
 		case <-o.timer.C:
 			c.fail(&FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,

@@ -80,9 +80,11 @@ func (c *Communicator) runAllReduce(ctx context.Context, o *opState, buf []float
 	defer c.end(o)
 	var err error
 	switch {
-	case c.size == 1 || len(buf) == 0:
-		// Nothing travels: a ring of one, or an empty buffer on every rank.
-	case len(buf)*4 <= c.cfg.SmallBytes:
+	case c.size == 1:
+		// A ring of one: nothing travels and nothing is touched.
+	case len(buf) == 0 || len(buf)*4 <= c.cfg.SmallBytes:
+		// An empty buffer still takes its N-1 empty frames, so that a rank whose
+		// buffer is not empty finds out at once that the lengths disagree.
 		err = c.allReduceSmall(ctx, o, buf)
 	default:
 		err = c.allReduceRing(ctx, o, buf)
@@ -255,7 +257,7 @@ func (c *Communicator) allReduceSmall(ctx context.Context, o *opState, buf []flo
 }
 
 // Broadcast copies root's buf into buf on every other rank, passing it along the ring
-// chunk by chunk, always as float32 (bit-exact).
+// chunk by chunk, always as float32 (bit-exact). Every rank must name the same root.
 func (c *Communicator) Broadcast(ctx context.Context, buf []float32, root int) error {
 	if root < 0 || root >= c.size {
 		return fmt.Errorf("collective: rank %d: broadcast root %d is not in [0, %d)", c.rank, root, c.size)
@@ -299,6 +301,23 @@ func (c *Communicator) broadcast(ctx context.Context, o *opState, buf []float32,
 				return err
 			}
 		}
+	}
+
+	// The last rank before the root closes the ring with an empty frame. The root thus
+	// learns that the broadcast arrived everywhere, and ranks that disagree on the root
+	// fail instead of each returning as if it were the root.
+	if hop == n-1 {
+		if err := c.sendChunk(o, pb.Op_OP_BROADCAST, n-1, root, 0, len(buf), nil, Float32, &o.sendsB); err != nil {
+			return err
+		}
+	}
+	if hop == 0 {
+		f, err := c.recvChunk(ctx, o, expect{op: pb.Op_OP_BROADCAST, step: n - 1, segment: root, count: len(buf), dtype: Float32})
+		if err != nil {
+			return err
+		}
+		f.Release()
+		putFrame(f)
 	}
 	return c.waitReleased(ctx, o, &o.sendsB)
 }

@@ -312,3 +312,54 @@ func TestSingleRankIsNoOp(t *testing.T) {
 	assert.Equal(t, []float32{1, 2, 3}, buf)
 	require.NoError(t, comms[0].Barrier(context.Background()))
 }
+
+func TestSmallBF16BufferLargerThanChunk(t *testing.T) {
+	// A small-path frame carries the whole buffer, which may exceed a chunk.
+	const n, count = 3, 6000 // 24 KB of float32, above the 4 KiB chunks of memRing
+	comms := memRing(t, n, func(c *Config) { c.DType = BFloat16; c.SmallBytes = 64 << 10 })
+	in := integerInputs(rand.New(rand.NewPCG(13, 14)), n, count)
+	bufs := make([][]float32, n)
+	for r := range bufs {
+		bufs[r] = append([]float32(nil), in[r]...)
+	}
+	errs := onEveryRank(comms, func(c *Communicator) error {
+		return c.AllReduce(context.Background(), bufs[c.Rank()], Sum)
+	})
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	for r := 1; r < n; r++ {
+		require.Equal(t, bufs[0], bufs[r])
+	}
+}
+
+func TestZeroLengthMismatchIsRejected(t *testing.T) {
+	comms := memRing(t, 3, nil)
+	start := time.Now()
+	errs := onEveryRank(comms, func(c *Communicator) error {
+		length := 0
+		if c.Rank() == 1 {
+			length = 4
+		}
+		return c.AllReduce(context.Background(), make([]float32, length), Sum)
+	})
+	for r, err := range errs {
+		require.Error(t, err, "rank %d", r)
+		assert.ErrorIs(t, err, ErrProtocol, "rank %d", r)
+	}
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+func TestBroadcastRootDisagreementIsRejected(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		comms := memRing(t, n, nil)
+		errs := onEveryRank(comms, func(c *Communicator) error {
+			return c.Broadcast(context.Background(), make([]float32, 100), c.Rank())
+		})
+		for r, err := range errs {
+			require.Error(t, err, "N %d rank %d", n, r)
+			assert.ErrorIs(t, err, ErrProtocol, "N %d rank %d", n, r)
+		}
+		assert.Contains(t, errs[0].Error(), "root")
+	}
+}

@@ -124,6 +124,14 @@ func (a *acceptor) offer(ctx context.Context, hello *Frame, connect func(want *F
 	if hello.Kind != pb.FrameKind_FRAME_KIND_HELLO {
 		return fmt.Errorf("first frame has kind %v, expected HELLO", hello.Kind)
 	}
+	switch {
+	case hello.WorldSize < 2:
+		return fmt.Errorf("hello field world_size is %d, a ring with links has at least 2 ranks", hello.WorldSize)
+	case hello.SrcRank >= hello.WorldSize || hello.DstRank >= hello.WorldSize:
+		return fmt.Errorf("hello fields src_rank %d and dst_rank %d must be below world_size %d", hello.SrcRank, hello.DstRank, hello.WorldSize)
+	case hello.DstRank != (hello.SrcRank+1)%hello.WorldSize:
+		return fmt.Errorf("hello field dst_rank is %d, but the right neighbour of rank %d is %d", hello.DstRank, hello.SrcRank, (hello.SrcRank+1)%hello.WorldSize)
+	}
 	k := keyOf(hello)
 	a.mu.Lock()
 	if g, ok := a.newest[hello.JobID]; ok && hello.Generation < g {

@@ -46,13 +46,15 @@ func ringFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dtype", Value: "fp32", Usage: "element type on the wire: fp32 or bf16"},
 		&cli.IntFlag{Name: "iters", Usage: "timed all-reduces per size (0: 100 up to 64 KiB, 20 up to 1 MiB, 10 above)"},
 		&cli.IntFlag{Name: "warmup", Value: -1, Usage: "untimed all-reduces per size before timing (-1: 5 up to 64 KiB, 3 up to 1 MiB, 2 above)"},
-		&cli.StringFlag{Name: "chunk-bytes", Value: "1MiB", Usage: "payload bytes per frame"},
+		&cli.StringFlag{Name: "chunk-bytes", Value: "1MiB", Usage: "payload bytes per frame, in bytes of float32 data (0: the default, 1 MiB)"},
 		&cli.StringFlag{Name: "small-bytes", Value: "64KiB", Usage: "buffers up to this size use the all-gather path (0 turns it off)"},
 		&cli.StringFlag{Name: "job-token", EnvVars: []string{"RINGTUNE_JOB_TOKEN"}, Usage: "shared secret of the job; generated when launching local processes"},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate of this rank; turns on TLS"},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key of --tls-cert"},
 		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA bundle that peers' certificates must chain to; turns on mutual TLS"},
 		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "bound on the whole benchmark"},
+		&cli.DurationFlag{Name: "connect-timeout", Value: 2 * time.Minute, Usage: "bound on forming the ring: every rank must be up and reachable within it"},
+		&cli.DurationFlag{Name: "no-progress-timeout", Value: time.Minute, Usage: "fail when a neighbour sends no data for this long during an all-reduce"},
 	}
 }
 
@@ -117,15 +119,17 @@ type workerMessage struct {
 }
 
 type sweepParams struct {
-	sizes   []int64
-	dtype   collective.WireDType
-	iters   int
-	warmup  int
-	chunk   int
-	small   int
-	token   string
-	tls     [3]string
-	timeout time.Duration
+	sizes          []int64
+	dtype          collective.WireDType
+	iters          int
+	warmup         int
+	chunk          int
+	small          int
+	token          string
+	tls            [3]string
+	timeout        time.Duration
+	connectTimeout time.Duration
+	stallTimeout   time.Duration
 }
 
 func readSweepParams(c *cli.Context) (sweepParams, error) {
@@ -141,6 +145,9 @@ func readSweepParams(c *cli.Context) (sweepParams, error) {
 	if p.iters < 0 {
 		return p, fmt.Errorf("--iters is %d, must be 0 (schedule by size) or positive", p.iters)
 	}
+	if p.warmup < -1 {
+		return p, fmt.Errorf("--warmup is %d, must be -1 (schedule by size), 0 or positive", p.warmup)
+	}
 	chunk, err := parseSize(c.String("chunk-bytes"))
 	if err != nil {
 		return p, fmt.Errorf("--chunk-bytes: %w", err)
@@ -155,8 +162,67 @@ func readSweepParams(c *cli.Context) (sweepParams, error) {
 	}
 	p.token = c.String("job-token")
 	p.tls = [3]string{c.String("tls-cert"), c.String("tls-key"), c.String("tls-ca")}
+	for i, flag := range []string{"tls-cert", "tls-key", "tls-ca"} {
+		if p.tls[i] == "" {
+			continue
+		}
+		if _, err := os.Stat(p.tls[i]); err != nil {
+			return p, fmt.Errorf("--%s: %w", flag, err)
+		}
+	}
+	if (p.tls[0] == "") != (p.tls[1] == "") || (p.tls[2] != "" && p.tls[0] == "") {
+		return p, errors.New("TLS needs --tls-cert and --tls-key together, and --tls-ca only with both")
+	}
 	p.timeout = c.Duration("timeout")
+	p.connectTimeout = c.Duration("connect-timeout")
+	p.stallTimeout = c.Duration("no-progress-timeout")
+	for flag, d := range map[string]time.Duration{"timeout": p.timeout, "connect-timeout": p.connectTimeout, "no-progress-timeout": p.stallTimeout} {
+		if d <= 0 {
+			return p, fmt.Errorf("--%s is %v, must be positive", flag, d)
+		}
+	}
+
+	// Check the ring settings here rather than once per rank.
+	cfg := p.ringConfig(0, 2, []string{"a", "b"})
+	if err := cfg.Validate(); err != nil {
+		return p, fmt.Errorf("--chunk-bytes %s, --small-bytes %s: %w", c.String("chunk-bytes"), c.String("small-bytes"), err)
+	}
 	return p, nil
+}
+
+// ringConfig returns the collective configuration of one rank of the benchmark ring.
+func (p sweepParams) ringConfig(rank, n int, peers []string) collective.Config {
+	cfg := collective.DefaultConfig()
+	cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "bench-allreduce", 1, rank, n, peers
+	cfg.DType, cfg.ChunkBytes, cfg.SmallBytes = p.dtype, p.chunk, p.small
+	cfg.ConnectTimeout, cfg.NoProgressTimeout = p.connectTimeout, p.stallTimeout
+	return cfg
+}
+
+// checkMemory fails when n local ranks, each holding a buffer of the largest size,
+// would not fit in the memory the kernel reports as available.
+func checkMemory(n int, sizes []int64) error {
+	var largest int64
+	for _, s := range sizes {
+		largest = max(largest, s)
+	}
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return nil // not Linux: nothing to check against
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var kib int64
+		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &kib); err == nil {
+			// Each rank also keeps about a quarter of its buffer in transport buffers.
+			need := int64(n) * largest * 5 / 4
+			if need > kib<<10 {
+				return fmt.Errorf("--sizes up to %s on %d local ranks need about %.1f GiB, but only %.1f GiB is available: use smaller sizes or fewer --nodes",
+					formatSize(largest), n, float64(need)/(1<<30), float64(kib<<10)/(1<<30))
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // schedule returns the untimed and timed all-reduces for a size, as the peer
@@ -189,7 +255,8 @@ func (p sweepParams) args() []string {
 		"--iters", fmt.Sprint(p.iters), "--warmup", fmt.Sprint(p.warmup),
 		"--chunk-bytes", fmt.Sprint(p.chunk), "--small-bytes", fmt.Sprint(max(p.small, 0)),
 		"--tls-cert", p.tls[0], "--tls-key", p.tls[1], "--tls-ca", p.tls[2],
-		"--timeout", p.timeout.String(),
+		"--timeout", p.timeout.String(), "--connect-timeout", p.connectTimeout.String(),
+		"--no-progress-timeout", p.stallTimeout.String(),
 	}
 }
 
@@ -201,12 +268,21 @@ func runBenchAllReduce(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(c.Context, p.timeout)
 	defer cancel()
 	if c.IsSet("peers") {
+		if c.IsSet("nodes") {
+			return errors.New("--nodes and --peers exclude each other: --peers sets the world size to the number of addresses")
+		}
 		return runBenchJoin(ctx, c, p)
 	}
 	nodes, err := parseIntList(c.String("nodes"), "nodes")
 	if err != nil {
 		return err
 	}
+	for _, n := range nodes {
+		if err := checkMemory(n, p.sizes); err != nil {
+			return err
+		}
+	}
+	workerLogs := logSettings(c)
 	if p.token == "" {
 		p.token = randomToken()
 	}
@@ -218,7 +294,7 @@ func runBenchAllReduce(c *cli.Context) error {
 	}
 	var rows []benchRow
 	for _, n := range nodes {
-		r, err := launchLocalRing(ctx, n, p, func() {
+		r, err := launchLocalRing(ctx, n, p, workerLogs, func() {
 			if bar != nil {
 				_ = bar.Add(1)
 			}
@@ -231,17 +307,17 @@ func runBenchAllReduce(c *cli.Context) error {
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	return printRows(c.App.Writer, rows, c.Bool("json"))
+	return printRows(c.App.Writer, rows, c.Bool("json"), "this rank's mean per all-reduce")
 }
 
-func printRows(w io.Writer, rows []benchRow, asJSON bool) error {
+func printRows(w io.Writer, rows []benchRow, asJSON bool, timeNote string) error {
 	if asJSON {
 		if rows == nil {
 			rows = []benchRow{}
 		}
 		return json.NewEncoder(w).Encode(map[string]any{"rows": rows})
 	}
-	fmt.Fprintf(w, "# ringtune all-reduce over gRPC; time: mean per all-reduce over ranks; GB/s = 1e9 B/s\n")
+	fmt.Fprintf(w, "# ringtune all-reduce over gRPC; time: %s; sizes count float32 bytes; GB/s = 1e9 B/s\n", timeNote)
 	fmt.Fprintf(w, "%6s %5s %10s %12s %12s %12s %12s %11s\n", "nodes", "dtype", "size", "time(us)", "max(us)", "algbw(GB/s)", "busbw(GB/s)", "cores/rank")
 	for _, r := range rows {
 		fmt.Fprintf(w, "%6d %5s %10s %12.1f %12.1f %12.3f %12.3f %11.2f\n", r.Nodes, r.DType, formatSize(r.Bytes),
@@ -258,7 +334,7 @@ func randomToken() string {
 
 // launchLocalRing starts n worker processes of this binary, introduces them to each
 // other and collects their measurements.
-func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) ([]benchRow, error) {
+func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string, onSize func()) ([]benchRow, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -280,10 +356,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) (
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = os.Stderr
 		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
-		if os.Getenv("RINGTUNE_LOG_LEVEL") == "" {
-			// Each worker's lifecycle lines would bury the table; warnings and errors stay.
-			cmd.Env = append(cmd.Env, "RINGTUNE_LOG_LEVEL=warn")
-		}
+		cmd.Env = append(cmd.Env, logEnv...)
 		if os.Getenv("GOMAXPROCS") == "" {
 			// Share the cores among the local ranks, as torchrun does with
 			// OMP_NUM_THREADS: idle scheduler threads spinning in N processes cost
@@ -389,6 +462,17 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, onSize func()) (
 	return rows, nil
 }
 
+// logSettings returns the environment that passes this process's log settings to its
+// workers. Unless the user chose a level, workers log at warn: each worker's lifecycle
+// lines would bury the table, while warnings and errors stay.
+func logSettings(c *cli.Context) []string {
+	level := "warn"
+	if c.IsSet("log-level") {
+		level = c.String("log-level")
+	}
+	return []string{"RINGTUNE_LOG_LEVEL=" + level, "RINGTUNE_LOG_FORMAT=" + c.String("log-format")}
+}
+
 func makeRow(size int64, meanS, maxS, cores float64, n int, dtype collective.WireDType) benchRow {
 	row := benchRow{Bytes: size, TimeS: meanS, Nodes: n, DType: dtype.String(), maxTimeS: maxS, coresPerRank: cores}
 	if meanS > 0 {
@@ -426,7 +510,10 @@ func runBenchWorkerChild(c *cli.Context) error {
 
 // runBenchJoin is one rank of a ring whose addresses were given with --peers.
 func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
-	peers := strings.Split(c.String("peers"), ",")
+	peers, err := parsePeers(c.String("peers"))
+	if err != nil {
+		return err
+	}
 	rank := c.Int("rank")
 	if rank < 0 || rank >= len(peers) {
 		return fmt.Errorf("--rank %d is not in [0, %d) for the %d --peers", rank, len(peers), len(peers))
@@ -444,6 +531,7 @@ func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
 	}
 	var rows []benchRow
 	err = runSweep(ctx, rank, len(peers), peers, lis, p, func(r rankResult) error {
+		// Only this rank's own times are known here, so time and max are the same.
 		cores := 0.0
 		if r.WallS > 0 {
 			cores = r.CPUS / r.WallS
@@ -457,7 +545,28 @@ func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
 	if rank != 0 {
 		return nil
 	}
-	return printRows(c.App.Writer, rows, c.Bool("json"))
+	return printRows(c.App.Writer, rows, c.Bool("json"), "this rank's mean per all-reduce")
+}
+
+// parsePeers parses the --peers list: one host:port per rank, no duplicates.
+func parsePeers(list string) ([]string, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, errors.New("--peers is empty: give one host:port per rank, such as 10.0.0.1:7000,10.0.0.2:7000")
+	}
+	peers := strings.Split(list, ",")
+	seen := map[string]int{}
+	for i, p := range peers {
+		p = strings.TrimSpace(p)
+		peers[i] = p
+		if _, _, err := net.SplitHostPort(p); err != nil || p == "" {
+			return nil, fmt.Errorf("--peers entry %d (%q) is not host:port", i, p)
+		}
+		if j, dup := seen[p]; dup {
+			return nil, fmt.Errorf("--peers entries %d and %d are both %s: each rank needs its own address", j, i, p)
+		}
+		seen[p] = i
+	}
+	return peers, nil
 }
 
 // runSweep forms the ring on lis and times every size.
@@ -469,11 +578,7 @@ func runSweep(ctx context.Context, rank, n int, peers []string, lis net.Listener
 		return err
 	}
 	defer ep.Close()
-	cfg := collective.DefaultConfig()
-	cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "bench-allreduce", 1, rank, n, peers
-	cfg.DType, cfg.ChunkBytes, cfg.SmallBytes = p.dtype, p.chunk, p.small
-	cfg.NoProgressTimeout = time.Minute
-	comm, err := collective.New(ctx, cfg, ep)
+	comm, err := collective.New(ctx, p.ringConfig(rank, n, peers), ep)
 	if err != nil {
 		return err
 	}

@@ -103,12 +103,33 @@ func TestBenchAllReduceBadFlags(t *testing.T) {
 		{[]string{"--nodes", "0"}, "invalid --nodes entry"},
 		{[]string{"--dtype", "fp8"}, `unknown wire dtype "fp8"`},
 		{[]string{"--peers", "127.0.0.1:1,127.0.0.1:2", "--rank", "5"}, "--rank 5 is not in [0, 2)"},
+		{[]string{"--peers", ""}, "--peers is empty"},
+		{[]string{"--peers", "127.0.0.1:1,"}, `--peers entry 1 ("") is not host:port`},
+		{[]string{"--peers", "127.0.0.1:1,127.0.0.1:1"}, "each rank needs its own address"},
+		{[]string{"--peers", "127.0.0.1:1,127.0.0.1:2", "--nodes", "2"}, "--nodes and --peers exclude each other"},
+		{[]string{"--chunk-bytes", "1"}, "--chunk-bytes 1"},
+		{[]string{"--warmup", "-2"}, "--warmup is -2"},
+		{[]string{"--timeout", "0s"}, "--timeout is 0s"},
+		{[]string{"--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"}, "--tls-cert"},
+		{[]string{"--sizes", "1024GiB", "--nodes", "2"}, "GiB is available"},
 	}
 	for _, tc := range cases {
 		_, stderr, err := runCLI(t, append([]string{"bench", "allreduce"}, tc.args...)...)
 		require.Error(t, err, "%v", tc.args)
 		assert.Contains(t, stderr, tc.want, "%v", tc.args)
 	}
+}
+
+func TestLogLevelReachesWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts local ranks; skipped with -short")
+	}
+	cmd := exec.Command(ringtuneBin, "--log-level", "error", "bench", "allreduce", "--sizes", "4KiB", "--iters", "2")
+	cmd.Env = os.Environ()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Run(), stderr.String())
+	assert.NotContains(t, stderr.String(), "level=WARN", "workers logged below the chosen level")
 }
 
 func TestParseSize(t *testing.T) {

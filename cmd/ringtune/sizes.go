@@ -24,7 +24,7 @@ func parseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q: use a byte count such as 4096, 4KiB or 64MiB", s)
+		return 0, fmt.Errorf("invalid size %q: use a byte count such as 4096, or binary units such as 4KiB, 4K or 64MiB", s)
 	}
 	if n > (1<<40)/mult {
 		return 0, fmt.Errorf("size %q is larger than 1 TiB", s)

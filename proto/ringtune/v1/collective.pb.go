@@ -149,7 +149,8 @@ const (
 	// All-reduce of a small buffer: N-1 all-gather steps of whole buffers, then every
 	// rank adds the N contributions in rank order.
 	Op_OP_ALL_REDUCE_SMALL Op = 2
-	// Broadcast from a root rank along the ring: N-1 hops.
+	// Broadcast from a root rank along the ring: N-1 hops, then an empty frame from the
+	// root's left neighbour to the root.
 	Op_OP_BROADCAST Op = 3
 	// Barrier: N-1 steps of empty frames around the ring.
 	Op_OP_BARRIER Op = 4
@@ -285,7 +286,8 @@ type Frame struct {
 	OpId uint64 `protobuf:"varint,7,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
 	// Operation type of a DATA frame.
 	Op Op `protobuf:"varint,8,opt,name=op,proto3,enum=ringtune.v1.Op" json:"op,omitempty"`
-	// Algorithm step, in [0, 2(N-1)) for OP_ALL_REDUCE and [0, N-1) for the others.
+	// Algorithm step, in [0, 2(N-1)) for OP_ALL_REDUCE, [0, N) for OP_BROADCAST and
+	// [0, N-1) for the others.
 	Step uint32 `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
 	// Segment index, in [0, world_size) for OP_ALL_REDUCE; for OP_ALL_REDUCE_SMALL the
 	// rank whose contribution this is; 0 otherwise.
