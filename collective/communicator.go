@@ -249,7 +249,9 @@ func (c *Communicator) abortLinks(e *FaultError, kind pb.FaultKind) {
 			return
 		}
 		defer mu.Unlock()
-		if dst != e.Rank {
+		// A rank that is lost or stalled cannot take the frame; one that sent a bad
+		// frame can, and learns why its ring ended.
+		if dst != e.Rank || kind == pb.FaultKind_FAULT_KIND_PROTOCOL || kind == pb.FaultKind_FAULT_KIND_CANCELLED {
 			f := &Frame{Kind: pb.FrameKind_FRAME_KIND_ABORT, JobID: c.cfg.JobID, Generation: c.cfg.Generation,
 				SrcRank: uint32(c.rank), DstRank: uint32(dst), FaultRank: int32(e.Rank),
 				FaultKind: kind, Reporter: uint32(e.ReportedBy), Message: truncate(e.Detail, maxMessageLen)}
