@@ -19,7 +19,7 @@ import (
 // while backward still runs.
 //
 // A failure of any rank fails every operation in flight on every survivor and leaves
-// the Communicator unusable; close it and form a new ring with a higher Generation.
+// the Communicator unusable. Close it and form a new ring with a higher Generation.
 type Communicator struct {
 	cfg       Config
 	rank      int

@@ -13,7 +13,7 @@ var (
 	// ErrPeerStalled: a neighbour stayed connected but sent no data for the
 	// no-progress timeout.
 	ErrPeerStalled = errors.New("peer stalled")
-	// ErrAborted: another rank gave up on the ring and told this one.
+	// ErrAborted: another rank gave up on the ring and sent this one an ABORT frame.
 	ErrAborted = errors.New("ring aborted")
 	// ErrClosed: the Communicator was closed.
 	ErrClosed = errors.New("communicator closed")

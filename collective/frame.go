@@ -9,9 +9,9 @@ import (
 	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
 )
 
-// Frame is one message of a link stream. Its fields mirror ringtune.v1.Frame; the
-// payload is kept out of the struct's own memory so that neither side copies it:
-// on send it points at the caller's buffer or a staging chunk, on receive at the
+// Frame is one message of a link stream. Its fields mirror ringtune.v1.Frame. The
+// payload stays out of the struct's own memory so that neither side copies it. On
+// send it points at the caller's buffer or a staging buffer, and on receive at the
 // transport's receive buffers.
 type Frame struct {
 	Kind       pb.FrameKind
@@ -35,7 +35,7 @@ type Frame struct {
 
 	// Payload is the outgoing payload; a receiver reads Data instead.
 	Payload []byte
-	// release, when set, is told once the transport no longer reads Payload. The
+	// release, when set, is called once the transport no longer reads Payload. The
 	// transport calls it exactly once for every frame with a payload, whether or not
 	// the send succeeds.
 	release releaser

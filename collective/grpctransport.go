@@ -130,8 +130,8 @@ func NewGRPCEndpoint(lis net.Listener, cfg GRPCConfig) (*GRPCEndpoint, error) {
 		grpc.ReadBufferSize(cfg.SocketBufferBytes),
 		grpc.WriteBufferSize(cfg.SocketBufferBytes),
 		grpc.MaxRecvMsgSize(maxChunkBytes+maxHeaderLen),
-		// A process that is frozen (stopped, swapped out, hung in the kernel) answers no
-		// HTTP/2 ping, so its links break after 30 s + 10 s even while it sends nothing.
+		// A process that is frozen (stopped, swapped out, hung in the kernel) does not
+		// respond to HTTP/2 pings, so its links break after 30 s + 10 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)

@@ -185,7 +185,7 @@ func (g chunkGeometry) segment(s int) (start, n int) {
 }
 
 // chunks returns the number of frames that carry n elements. An empty region still
-// takes one empty frame, so that the receiver sees every step.
+// takes one empty frame, so that the receiver gets a frame for every step.
 func (g chunkGeometry) chunks(n int) int {
 	if n == 0 {
 		return 1

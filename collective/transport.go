@@ -34,7 +34,7 @@ type Transport interface {
 	// Dial returns once the peer has responded with its own HELLO.
 	Dial(ctx context.Context, addr string, hello *Frame) (Conn, error)
 	// Accept waits for the link whose HELLO has the job, generation and destination
-	// rank of want, checks the rest of it and answers with want.
+	// rank of want, checks the rest of it and responds with want.
 	Accept(ctx context.Context, want *Frame) (Conn, error)
 }
 
