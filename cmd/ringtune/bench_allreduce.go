@@ -307,7 +307,7 @@ func runBenchAllReduce(c *cli.Context) error {
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	return printRows(c.App.Writer, rows, c.Bool("json"), "this rank's mean per all-reduce")
+	return printRows(c.App.Writer, rows, c.Bool("json"), "mean per all-reduce, averaged over ranks")
 }
 
 func printRows(w io.Writer, rows []benchRow, asJSON bool, timeNote string) error {

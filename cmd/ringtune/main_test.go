@@ -88,6 +88,7 @@ func TestBenchAllReduceTable(t *testing.T) {
 	stdout, stderr, err := runCLI(t, "bench", "allreduce", "--nodes", "2", "--sizes", "64KiB",
 		"--iters", "3", "--dtype", "bf16")
 	require.NoError(t, err, stderr)
+	assert.Contains(t, stdout, "averaged over ranks")
 	assert.Contains(t, stdout, "busbw(GB/s)")
 	assert.Contains(t, stdout, "64KiB")
 	assert.Contains(t, stdout, "bf16")
