@@ -2,5 +2,8 @@
 
 package collective
 
-// addF32: dst (n) += little-endian float32 src (4n bytes).
-func addF32(dst []float32, src []byte) { addF32Generic(dst, src) }
+func addF32(dst []float32, src []byte)     { addF32Generic(dst, src) }
+func addBF16(dst []float32, src []byte)    { addBF16Generic(dst, src) }
+func copyBF16(dst []float32, src []byte)   { copyBF16Generic(dst, src) }
+func encodeBF16(dst []byte, src []float32) { encodeBF16Generic(dst, src) }
+func roundBF16(x []float32)                { roundBF16Generic(x) }

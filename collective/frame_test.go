@@ -236,3 +236,57 @@ func TestApplyWireAcrossSplits(t *testing.T) {
 		}
 	}
 }
+
+func TestEncodeBF16MatchesScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	src := []float32{0, 1, -1, float32(math.Inf(1)), float32(math.NaN()), math.MaxFloat32, 1e-40}
+	for i := 0; i < 100_000; i++ {
+		src = append(src, math.Float32frombits(rng.Uint32()))
+	}
+	out := make([]byte, 2*len(src)+1)[1:] // unaligned on purpose
+	encodeBF16(out, src)
+	rounded := append([]float32(nil), src...)
+	roundBF16(rounded)
+	for i, x := range src {
+		want := toBF16(x)
+		got := uint16(out[2*i]) | uint16(out[2*i+1])<<8
+		require.Equal(t, want, got, "element %d (%08x)", i, math.Float32bits(x))
+		require.Equal(t, uint32(want)<<16, math.Float32bits(rounded[i]), "roundBF16 element %d", i)
+	}
+}
+
+func TestBF16KernelsMatchGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099} {
+		for _, misalign := range []int{0, 1} {
+			raw := make([]byte, 2*n+misalign)
+			src := raw[misalign:]
+			for i := range src {
+				src[i] = byte(rng.UintN(256))
+			}
+			base := make([]float32, n)
+			for i := range base {
+				base[i] = float32(rng.NormFloat64())
+			}
+			got := append([]float32(nil), base...)
+			want := append([]float32(nil), base...)
+			addBF16(got, src)
+			addBF16Generic(want, src)
+			requireSameBits(t, want, got, "addBF16 n %d misalign %d", n, misalign)
+
+			copyBF16(got, src)
+			copyBF16Generic(want, src)
+			requireSameBits(t, want, got, "copyBF16 n %d misalign %d", n, misalign)
+		}
+	}
+}
+
+func requireSameBits(t *testing.T, want, got []float32, format string, args ...any) {
+	t.Helper()
+	for i := range want {
+		w, g := math.Float32bits(want[i]), math.Float32bits(got[i])
+		if w != g && !(math.IsNaN(float64(want[i])) && math.IsNaN(float64(got[i]))) {
+			t.Fatalf(format+": element %d: %08x vs %08x", append(args, i, w, g)...)
+		}
+	}
+}

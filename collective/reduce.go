@@ -90,17 +90,18 @@ func copyF32(dst []float32, src []byte) {
 	copy(float32Bytes(dst), src[:len(dst)*4])
 }
 
-func addBF16(dst []float32, src []byte) {
-	src = src[:len(dst)*2]
-	for i := range dst {
-		dst[i] += math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+// addBF16Generic: dst (n) += little-endian bfloat16 src (2n bytes), one element at a time.
+func addBF16Generic(dst []float32, src []byte) {
+	in := uint16View(src[:len(dst)*2])
+	for i, h := range in {
+		dst[i] += math.Float32frombits(uint32(h) << 16)
 	}
 }
 
-func copyBF16(dst []float32, src []byte) {
-	src = src[:len(dst)*2]
-	for i := range dst {
-		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+func copyBF16Generic(dst []float32, src []byte) {
+	in := uint16View(src[:len(dst)*2])
+	for i, h := range in {
+		dst[i] = math.Float32frombits(uint32(h) << 16)
 	}
 }
 
@@ -115,19 +116,32 @@ func toBF16(f float32) uint16 {
 	return uint16(u >> 16)
 }
 
-// encodeBF16 writes src as little-endian bfloat16 into dst (2·len(src) bytes).
-func encodeBF16(dst []byte, src []float32) {
-	dst = dst[:len(src)*2]
-	for i, v := range src {
-		binary.LittleEndian.PutUint16(dst[2*i:], toBF16(v))
+// encodeBF16Generic writes src as little-endian bfloat16 into dst (2·len(src) bytes).
+func encodeBF16Generic(dst []byte, src []float32) {
+	out := uint16View(dst[:len(src)*2])
+	bits := uint32View(src)
+	for i, u := range bits {
+		out[i] = bf16Bits(u)
 	}
 }
 
-// roundBF16 rounds every element of x to the nearest bfloat16 value in place.
-func roundBF16(x []float32) {
-	for i, v := range x {
-		x[i] = math.Float32frombits(uint32(toBF16(v)) << 16)
+// roundBF16Generic rounds every element of x to the nearest bfloat16 value in place.
+func roundBF16Generic(x []float32) {
+	bits := uint32View(x)
+	for i, u := range bits {
+		bits[i] = uint32(bf16Bits(u)) << 16
 	}
+}
+
+// bf16Bits is toBF16 on the bits of a float32, written so that the compiler emits no
+// branch: NaN inputs select the quieted truncation, all others round to nearest even.
+func bf16Bits(u uint32) uint16 {
+	rounded := (u + 0x7fff + (u>>16)&1) >> 16
+	quiet := u>>16 | 0x0040
+	if u&0x7fffffff > 0x7f800000 {
+		rounded = quiet
+	}
+	return uint16(rounded)
 }
 
 // float32Bytes views x as its little-endian bytes. ringtune only builds for
