@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 			Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: cfg.JobID, Generation: cfg.Generation,
 			SrcRank: uint32(src), DstRank: uint32(dst), WorldSize: uint32(cfg.WorldSize),
 			FaultRank: -1, Message: cfg.peerAddr(src),
+			DType: wireType(cfg.DType), ChunkBytes: uint32(cfg.ChunkBytes), SmallBytes: int32(max(cfg.SmallBytes, -1)),
 		}
 	}
 	var wg sync.WaitGroup

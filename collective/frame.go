@@ -32,6 +32,9 @@ type Frame struct {
 	FaultKind  pb.FaultKind
 	// Reporter is the rank that detected the failure an ABORT frame reports.
 	Reporter uint32
+	// ChunkBytes and SmallBytes carry a HELLO sender's Config values.
+	ChunkBytes uint32
+	SmallBytes int32
 
 	// Payload is the outgoing payload; a receiver reads Data instead.
 	Payload []byte
@@ -93,11 +96,13 @@ const (
 	fieldMessage    = 15
 	fieldFaultKind  = 16
 	fieldReporter   = 17
+	fieldChunkBytes = 18
+	fieldSmallBytes = 19
 	fieldPayload    = 20
 
 	// maxHeaderLen bounds the encoded header: every varint field at its maximum width,
 	// the strings at their limits and the payload's tag and length.
-	maxHeaderLen = 18*11 + maxJobIDLen + maxMessageLen
+	maxHeaderLen = 20*11 + maxJobIDLen + maxMessageLen
 	// maxJobIDLen is the longest job id accepted, in bytes.
 	maxJobIDLen = 128
 	// maxMessageLen is the longest ABORT or HELLO message accepted, in bytes.
@@ -138,6 +143,8 @@ func appendHeader(b []byte, f *Frame) []byte {
 	appendString(fieldMessage, f.Message)
 	appendVarint(fieldFaultKind, uint64(f.FaultKind))
 	appendVarint(fieldReporter, uint64(f.Reporter))
+	appendVarint(fieldChunkBytes, uint64(f.ChunkBytes))
+	appendVarint(fieldSmallBytes, uint64(int64(f.SmallBytes)))
 	if len(f.Payload) > 0 {
 		b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(len(f.Payload)))
@@ -253,6 +260,14 @@ func setVarintField(f *Frame, num protowire.Number, v uint64) error {
 		f.FaultKind = pb.FaultKind(k)
 	case fieldReporter:
 		f.Reporter, err = small()
+	case fieldChunkBytes:
+		f.ChunkBytes, err = small()
+	case fieldSmallBytes:
+		r := int64(v)
+		if r < -(1<<31) || r > 1<<31-1 {
+			return fmt.Errorf("frame header: small_bytes %d out of range", r)
+		}
+		f.SmallBytes = int32(r)
 	default:
 		return fmt.Errorf("frame header: unknown varint field %d", num)
 	}

@@ -19,7 +19,7 @@ func sampleFrame(payload []byte) *Frame {
 		Kind: pb.FrameKind_FRAME_KIND_DATA, JobID: "job-7", Generation: 3, SrcRank: 2, DstRank: 3,
 		WorldSize: 4, OpID: 99, Op: pb.Op_OP_ALL_REDUCE, Step: 5, Segment: 1, Offset: 1 << 20,
 		Count: 1 << 24, DType: pb.WireDType_WIRE_D_TYPE_BFLOAT16, FaultRank: -1, Message: "m",
-		FaultKind: pb.FaultKind_FAULT_KIND_PEER_STALLED, Reporter: 1, Payload: payload,
+		FaultKind: pb.FaultKind_FAULT_KIND_PEER_STALLED, Reporter: 1, ChunkBytes: 1 << 20, SmallBytes: -1, Payload: payload,
 	}
 }
 
@@ -30,7 +30,8 @@ func TestFieldNumbersMatchProto(t *testing.T) {
 		"dst_rank": fieldDstRank, "world_size": fieldWorldSize, "op_id": fieldOpID, "op": fieldOp,
 		"step": fieldStep, "segment": fieldSegment, "offset": fieldOffset, "count": fieldCount,
 		"dtype": fieldDType, "fault_rank": fieldFaultRank, "message": fieldMessage,
-		"fault_kind": fieldFaultKind, "reporter_rank": fieldReporter, "payload": fieldPayload,
+		"fault_kind": fieldFaultKind, "reporter_rank": fieldReporter, "chunk_bytes": fieldChunkBytes,
+		"small_bytes": fieldSmallBytes, "payload": fieldPayload,
 	}
 	require.Equal(t, len(want), fields.Len(), "the proto has fields this codec does not know")
 	for name, num := range want {
@@ -57,6 +58,8 @@ func TestEncodingIsProtobuf(t *testing.T) {
 	require.NoError(t, DecodeFrame(b, &g))
 	assert.Equal(t, f.OpID, g.OpID)
 	assert.Equal(t, f.FaultKind, g.FaultKind)
+	assert.Equal(t, int32(-1), g.SmallBytes)
+	assert.Equal(t, uint32(1<<20), g.ChunkBytes)
 	assert.Equal(t, payload, g.Data[0])
 }
 

@@ -236,3 +236,30 @@ func TestGRPCRejectsInvalidHello(t *testing.T) {
 		cancel()
 	}
 }
+
+func TestGRPCRejectsConfigMismatch(t *testing.T) {
+	eps, addrs := grpcEndpoints(t, 2, nil)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := DefaultConfig()
+			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", 1, r, 2, addrs
+			cfg.ConnectTimeout, cfg.Logger = 2*time.Second, quietLogger
+			if r == 1 {
+				cfg.DType = BFloat16
+			}
+			c, err := New(context.Background(), cfg, eps[r])
+			if err == nil {
+				c.Close()
+			}
+			errs[r] = err
+		}()
+	}
+	wg.Wait()
+	require.Error(t, errs[0])
+	require.Error(t, errs[1])
+	assert.Contains(t, errs[0].Error()+errs[1].Error(), "hello field dtype")
+}

@@ -178,6 +178,7 @@ func copyHeader(dst, src *Frame) {
 		Offset: src.Offset, Count: src.Count, DType: src.DType,
 		FaultRank: src.FaultRank, Message: src.Message,
 		FaultKind: src.FaultKind, Reporter: src.Reporter,
+		ChunkBytes: src.ChunkBytes, SmallBytes: src.SmallBytes,
 		Data: data, held: held,
 	}
 }

@@ -25,7 +25,8 @@ func newRawPeer(t *testing.T) *rawPeer {
 	peers := []string{"mem-0", "mem-1"}
 	ep0, ep1 := net.Endpoint(peers[0]), net.Endpoint(peers[1])
 	hello := func(src, dst uint32) *Frame {
-		return &Frame{Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: "raw", Generation: 5, SrcRank: src, DstRank: dst, WorldSize: 2, FaultRank: -1}
+		return &Frame{Kind: pb.FrameKind_FRAME_KIND_HELLO, JobID: "raw", Generation: 5, SrcRank: src, DstRank: dst, WorldSize: 2,
+			FaultRank: -1, DType: pb.WireDType_WIRE_D_TYPE_FLOAT32, ChunkBytes: 4 << 10, SmallBytes: 64 << 10}
 	}
 	p := &rawPeer{}
 	done := make(chan error, 1)
@@ -37,10 +38,13 @@ func newRawPeer(t *testing.T) *rawPeer {
 		p.comm, err = New(context.Background(), cfg, ep0)
 		done <- err
 	}()
+	// Bounded, so that a HELLO this test gets wrong fails it instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var err error
-	p.in, err = ep1.Accept(context.Background(), hello(0, 1))
+	p.in, err = ep1.Accept(ctx, hello(0, 1))
 	require.NoError(t, err)
-	p.out, err = ep1.Dial(context.Background(), peers[0], hello(1, 0))
+	p.out, err = ep1.Dial(ctx, peers[0], hello(1, 0))
 	require.NoError(t, err)
 	require.NoError(t, <-done)
 	t.Cleanup(func() {

@@ -188,6 +188,12 @@ func checkHello(got, want *Frame) error {
 		return fmt.Errorf("hello field src_rank is %d, expected %d (the left neighbour)", got.SrcRank, want.SrcRank)
 	case got.DstRank != want.DstRank:
 		return fmt.Errorf("hello field dst_rank is %d, expected %d", got.DstRank, want.DstRank)
+	case got.DType != want.DType:
+		return fmt.Errorf("hello field dtype is %v, expected %v: every rank must use the same wire dtype", got.DType, want.DType)
+	case got.ChunkBytes != want.ChunkBytes:
+		return fmt.Errorf("hello field chunk_bytes is %d, expected %d: every rank must use the same ChunkBytes", got.ChunkBytes, want.ChunkBytes)
+	case got.SmallBytes != want.SmallBytes:
+		return fmt.Errorf("hello field small_bytes is %d, expected %d: every rank must use the same SmallBytes", got.SmallBytes, want.SmallBytes)
 	}
 	return nil
 }

@@ -297,7 +297,7 @@ type Frame struct {
 	// Total element count of the operation's buffer; every rank must pass buffers of the
 	// same length. For OP_BROADCAST, the root rank is carried in segment.
 	Count uint64 `protobuf:"varint,12,opt,name=count,proto3" json:"count,omitempty"`
-	// Element type of the payload.
+	// Element type of the payload; in a HELLO frame, the ring's wire type.
 	Dtype WireDType `protobuf:"varint,13,opt,name=dtype,proto3,enum=ringtune.v1.WireDType" json:"dtype,omitempty"`
 	// Fault report of an ABORT frame: the rank found at fault, or -1 when unknown.
 	FaultRank int32 `protobuf:"varint,14,opt,name=fault_rank,json=faultRank,proto3" json:"fault_rank,omitempty"`
@@ -308,6 +308,12 @@ type Frame struct {
 	// Rank that detected the failure an ABORT frame reports; ranks that pass the frame
 	// on keep it unchanged.
 	ReporterRank uint32 `protobuf:"varint,17,opt,name=reporter_rank,json=reporterRank,proto3" json:"reporter_rank,omitempty"`
+	// Payload bytes per DATA frame, in bytes of float32 data, in [4096, 67108864]. Set in
+	// HELLO frames only; every rank of a ring must use the same value.
+	ChunkBytes uint32 `protobuf:"varint,18,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
+	// Largest buffer, in bytes of float32 data, that takes OP_ALL_REDUCE_SMALL; negative
+	// when that path is off. Set in HELLO frames only; every rank must use the same value.
+	SmallBytes int32 `protobuf:"varint,19,opt,name=small_bytes,json=smallBytes,proto3" json:"small_bytes,omitempty"`
 	// DATA payload: raw little-endian elements of type dtype, at most the configured
 	// chunk size (default 1 MiB). Always the last field on the wire.
 	Payload       []byte `protobuf:"bytes,20,opt,name=payload,proto3" json:"payload,omitempty"`
@@ -464,6 +470,20 @@ func (x *Frame) GetReporterRank() uint32 {
 	return 0
 }
 
+func (x *Frame) GetChunkBytes() uint32 {
+	if x != nil {
+		return x.ChunkBytes
+	}
+	return 0
+}
+
+func (x *Frame) GetSmallBytes() int32 {
+	if x != nil {
+		return x.SmallBytes
+	}
+	return 0
+}
+
 func (x *Frame) GetPayload() []byte {
 	if x != nil {
 		return x.Payload
@@ -475,7 +495,7 @@ var File_ringtune_v1_collective_proto protoreflect.FileDescriptor
 
 const file_ringtune_v1_collective_proto_rawDesc = "" +
 	"\n" +
-	"\x1cringtune/v1/collective.proto\x12\vringtune.v1\"\xae\x04\n" +
+	"\x1cringtune/v1/collective.proto\x12\vringtune.v1\"\xf0\x04\n" +
 	"\x05Frame\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.ringtune.v1.FrameKindR\x04kind\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
@@ -499,7 +519,11 @@ const file_ringtune_v1_collective_proto_rawDesc = "" +
 	"\amessage\x18\x0f \x01(\tR\amessage\x125\n" +
 	"\n" +
 	"fault_kind\x18\x10 \x01(\x0e2\x16.ringtune.v1.FaultKindR\tfaultKind\x12#\n" +
-	"\rreporter_rank\x18\x11 \x01(\rR\freporterRank\x12\x18\n" +
+	"\rreporter_rank\x18\x11 \x01(\rR\freporterRank\x12\x1f\n" +
+	"\vchunk_bytes\x18\x12 \x01(\rR\n" +
+	"chunkBytes\x12\x1f\n" +
+	"\vsmall_bytes\x18\x13 \x01(\x05R\n" +
+	"smallBytes\x12\x18\n" +
 	"\apayload\x18\x14 \x01(\fR\apayload*\x80\x01\n" +
 	"\tFrameKind\x12\x1a\n" +
 	"\x16FRAME_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
