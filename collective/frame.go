@@ -38,9 +38,9 @@ type Frame struct {
 
 	// Payload is the outgoing payload; a receiver reads Data instead.
 	Payload []byte
-	// release, when set, is called once the transport no longer reads Payload. The
-	// transport calls it exactly once for every frame with a payload, whether or not
-	// the send succeeds.
+	// release, when set, is called once the transport no longer reads Payload, also
+	// when the send fails. NOTE: a link torn down after a failure may drop queued
+	// payloads without calling it, so operations that failed never wait for it.
 	release releaser
 
 	// handedOff is set by the transport once it has taken over the duty to release.
