@@ -50,6 +50,9 @@ type Communicator struct {
 	// leftClosed is closed when the left neighbour closed its end of the link in an
 	// orderly way: every frame it sent has been dispatched.
 	leftClosed chan struct{}
+	// rightDone is closed when rightLoop has read the link back from the right
+	// neighbour to its end.
+	rightDone chan struct{}
 
 	// lastData and lastWaiting hold the unix time in nanoseconds of the last DATA and
 	// WAITING frames from the left neighbour.
@@ -88,6 +91,7 @@ func New(ctx context.Context, cfg Config, tr Transport) (*Communicator, error) {
 		ops:           map[uint64]*opState{},
 		failed:        make(chan struct{}),
 		leftClosed:    make(chan struct{}),
+		rightDone:     make(chan struct{}),
 		waitingNotice: make(chan uint64, 1),
 	}
 	c.log = cfg.Logger.With("rank", cfg.Rank, "world_size", cfg.WorldSize, "generation", cfg.Generation)
@@ -352,6 +356,7 @@ func (c *Communicator) leftLoop() {
 // may exit at once. The next send to that neighbour fails and names it.
 func (c *Communicator) rightLoop() {
 	defer c.loops.Done()
+	defer close(c.rightDone)
 	f := newFrame()
 	defer putFrame(f)
 	for {

@@ -233,6 +233,12 @@ func (c *Communicator) sendChunk(o *opState, op pb.Op, step, segment int, offset
 	c.sendMu.Unlock()
 	f.Payload, f.release = nil, nil
 	if err != nil {
+		// A right neighbour that gave up sends an ABORT before it closes the link, and
+		// that frame may still be unread: read the link to its end before blaming it.
+		select {
+		case <-c.rightDone:
+		case <-time.After(time.Second):
+		}
 		if e := c.Err(); e != nil {
 			return e
 		}
