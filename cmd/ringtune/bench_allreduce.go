@@ -265,7 +265,7 @@ func runBenchAllReduce(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Context, p.timeout)
+	ctx, cancel := context.WithTimeoutCause(c.Context, p.timeout, fmt.Errorf("--timeout %v exceeded", p.timeout))
 	defer cancel()
 	if c.IsSet("peers") {
 		if c.IsSet("nodes") {
@@ -410,7 +410,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 			}
 			return m, nil
 		case <-ctx.Done():
-			return workerMessage{}, fmt.Errorf("waiting for rank %d: %w", r, ctx.Err())
+			return workerMessage{}, fmt.Errorf("waiting for rank %d: %w", r, context.Cause(ctx))
 		}
 	}
 
@@ -453,7 +453,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 		select {
 		case <-w.exited:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for rank %d to exit: %w", r, ctx.Err())
+			return nil, fmt.Errorf("waiting for rank %d to exit: %w", r, context.Cause(ctx))
 		}
 		if w.err != nil {
 			return nil, fmt.Errorf("rank %d: %w", r, w.err)
@@ -488,7 +488,7 @@ func runBenchWorkerChild(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Context, p.timeout)
+	ctx, cancel := context.WithTimeoutCause(c.Context, p.timeout, fmt.Errorf("--timeout %v exceeded", p.timeout))
 	defer cancel()
 	rank, n := c.Int("rank"), c.Int("world-size")
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
