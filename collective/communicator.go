@@ -313,6 +313,12 @@ func (c *Communicator) leftLoop() {
 				close(c.leftClosed)
 				return
 			}
+			if errors.Is(err, ErrEndpointClosed) {
+				// The fault is here, not at the left neighbour: name this rank.
+				c.fail(&FaultError{Rank: c.rank, Addr: c.cfg.peerAddr(c.rank), ReportedBy: c.rank, Kind: ErrAborted,
+					Detail: "this rank's endpoint was closed while its ring was in use: " + err.Error()}, pb.FaultKind_FAULT_KIND_CANCELLED)
+				return
+			}
 			if !c.closingOrFailed() {
 				c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank,
 					Kind: ErrPeerLost, Detail: "stream from left neighbour broke: " + err.Error() +

@@ -21,6 +21,8 @@ var (
 	ErrProtocol = errors.New("protocol error")
 	// ErrRejected: a peer refused the link (token, job, generation, rank or size).
 	ErrRejected = errors.New("link rejected")
+	// ErrEndpointClosed: this rank's own transport endpoint was closed under a live ring.
+	ErrEndpointClosed = errors.New("endpoint closed")
 )
 
 // FaultError reports a failure of the ring and the rank found at fault.

@@ -263,3 +263,28 @@ func TestGRPCRejectsConfigMismatch(t *testing.T) {
 	require.Error(t, errs[1])
 	assert.Contains(t, errs[0].Error()+errs[1].Error(), "hello field dtype")
 }
+
+func TestClosedEndpointIsBlamed(t *testing.T) {
+	eps, addrs := grpcEndpoints(t, 3, nil)
+	comms, errs := grpcRing(t, eps, addrs, 1, nil)
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	// Rank 1's endpoint goes away under its live ring; the survivors must name rank 1.
+	errs = onEveryRank(comms, func(c *Communicator) error {
+		if c.Rank() == 1 {
+			time.Sleep(100 * time.Millisecond)
+			eps[1].Close()
+		}
+		for {
+			if err := c.AllReduce(context.Background(), make([]float32, 50_000), Sum); err != nil {
+				return err
+			}
+		}
+	})
+	for _, r := range []int{0, 2} {
+		var fe *FaultError
+		require.ErrorAs(t, errs[r], &fe, "rank %d", r)
+		assert.Equal(t, 1, fe.Rank, "rank %d: %v", r, errs[r])
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -99,6 +100,11 @@ type GRPCEndpoint struct {
 	dialOpts []grpc.DialOption
 	serveErr chan error
 	log      *slog.Logger
+	// closing is set by Close before it stops the server, so that the links it breaks
+	// report the endpoint's own shutdown rather than a lost peer.
+	closing   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var plainTextWarning sync.Once
@@ -158,14 +164,18 @@ func (e *GRPCEndpoint) Addr() string { return e.listener.Addr().String() }
 // on the same port.
 func (e *GRPCEndpoint) Server() *grpc.Server { return e.server }
 
-// Close stops the server: open links end at once.
+// Close stops the server: open links end at once. Later calls return the same result.
 func (e *GRPCEndpoint) Close() error {
-	e.server.Stop()
-	err := <-e.serveErr
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
-	}
-	return err
+	e.closeOnce.Do(func() {
+		e.closing.Store(true)
+		e.server.Stop()
+		err := <-e.serveErr
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+		e.closeErr = err
+	})
+	return e.closeErr
 }
 
 func transportCredentials(cfg *GRPCConfig) (server, client credentials.TransportCredentials, err error) {
@@ -244,7 +254,7 @@ func (e *GRPCEndpoint) Link(stream pb.Collective_LinkServer) error {
 
 	var conn *serverConn
 	err := e.acc.offer(ctx, hello, func(want *Frame) Conn {
-		conn = &serverConn{stream: stream, done: make(chan struct{}), returned: make(chan struct{})}
+		conn = &serverConn{stream: stream, done: make(chan struct{}), returned: make(chan struct{}), endpoint: e}
 		reply := &Frame{}
 		copyHeader(reply, want)
 		if err := stream.SendMsg(reply); err != nil {
@@ -267,7 +277,8 @@ func (e *GRPCEndpoint) Link(stream pb.Collective_LinkServer) error {
 
 // serverConn is the receiving end of a link, inside a Link handler.
 type serverConn struct {
-	stream  grpc.ServerStream
+	stream   grpc.ServerStream
+	endpoint *GRPCEndpoint
 	sendErr error
 	// done ends the handler; returned is closed once it has returned.
 	done      chan struct{}
@@ -283,6 +294,9 @@ func (c *serverConn) Recv(f *Frame) error {
 		// The client half-closed in an orderly way; ending the handler lets its
 		// Close return without waiting for this rank's own Close.
 		c.closeOnce.Do(func() { close(c.done) })
+	}
+	if err != nil && c.endpoint.closing.Load() {
+		return fmt.Errorf("%w: %v", ErrEndpointClosed, err)
 	}
 	return err
 }
