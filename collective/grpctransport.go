@@ -279,7 +279,7 @@ func (e *GRPCEndpoint) Link(stream pb.Collective_LinkServer) error {
 type serverConn struct {
 	stream   grpc.ServerStream
 	endpoint *GRPCEndpoint
-	sendErr error
+	sendErr  error
 	// done ends the handler; returned is closed once it has returned.
 	done      chan struct{}
 	returned  chan struct{}
