@@ -16,7 +16,6 @@ type opState struct {
 
 	mu    sync.Mutex
 	queue []*Frame // frames from the left neighbour not yet consumed; guarded by mu
-	head  int      // index of the next frame in queue; guarded by mu
 	// notify is signalled after each push.
 	notify chan struct{}
 
@@ -43,40 +42,34 @@ func (o *opState) push(f *Frame) {
 	}
 }
 
-// take removes and returns the queued frame for (step, segment, offset), or nil. The
-// left neighbour sends a chunk of step k+1 as soon as it has reduced it, so frames of
-// neighbouring steps interleave on the wire. The queue stays a few frames long.
-func (o *opState) take(step, segment uint32, offset uint64) *Frame {
+// take removes and returns the queued frame that e describes, or nil when it has not
+// arrived. The left neighbour sends a chunk of step k+1 as soon as it has reduced it,
+// so frames of neighbouring steps interleave on the wire and the queue stays a few
+// frames long. The same scan returns an error for a queued frame that can never
+// belong to the operation (another op type, element count or broadcast root), and
+// for a queue longer than maxQueuedFrames, because otherwise ranks that disagree
+// would wait for frames that never come.
+func (o *opState) take(e expect) (*Frame, error) {
+	step, segment, offset := uint32(e.step), uint32(e.segment), uint64(e.offset)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for i := o.head; i < len(o.queue); i++ {
-		f := o.queue[i]
+	for i, f := range o.queue {
 		if f.Step != step || f.Segment != segment || f.Offset != offset {
+			if err := checkSignature(f, e); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		copy(o.queue[i:], o.queue[i+1:])
 		o.queue[len(o.queue)-1] = nil
 		o.queue = o.queue[:len(o.queue)-1]
-		if o.head == len(o.queue) {
-			o.queue, o.head = o.queue[:0], 0
-		}
-		return f
+		return f, nil
 	}
-	return nil
-}
-
-// mismatch returns a description of the first queued frame that cannot belong to the
-// operation e describes: another operation type, element count or broadcast root.
-// Ranks that disagree on those would otherwise wait for frames that never come.
-func (o *opState) mismatch(e expect) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, f := range o.queue[o.head:] {
-		if err := checkSignature(f, e); err != nil {
-			return err
-		}
+	if n := len(o.queue); n > maxQueuedFrames {
+		return nil, fmt.Errorf("%d frames arrived that match no expected step, segment and offset (waiting for step %d segment %d offset %d)",
+			n, step, segment, offset)
 	}
-	return nil
+	return nil, nil
 }
 
 func checkSignature(f *Frame, e expect) error {
@@ -91,34 +84,16 @@ func checkSignature(f *Frame, e expect) error {
 	return nil
 }
 
-// queued returns the number of frames waiting in the queue.
-func (o *opState) queued() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.queue) - o.head
-}
-
-func (o *opState) pop() *Frame {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.head == len(o.queue) {
-		return nil
-	}
-	f := o.queue[o.head]
-	o.queue[o.head] = nil
-	o.head++
-	if o.head == len(o.queue) {
-		o.queue, o.head = o.queue[:0], 0
-	}
-	return f
-}
-
 // drain releases the frames that no step consumed, after a failure.
 func (o *opState) drain() {
-	for f := o.pop(); f != nil; f = o.pop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i, f := range o.queue {
 		f.Release()
 		putFrame(f)
+		o.queue[i] = nil
 	}
+	o.queue = o.queue[:0]
 }
 
 // sendCounter counts payloads handed to the transport and not yet released. It is the
@@ -243,8 +218,8 @@ func (c *Communicator) sendChunk(o *opState, op pb.Op, step, segment int, offset
 			return e
 		}
 		detail := "send to right neighbour failed: " + err.Error()
-		if why, ok := c.rightErr.Load().(string); ok {
-			detail += " (its stream ended: " + why + ")"
+		if streamErr, ok := c.rightErr.Load().(string); ok {
+			detail += " (its stream ended: " + streamErr + ")"
 		}
 		fe := &FaultError{Rank: c.rightRank, Addr: c.cfg.peerAddr(c.rightRank), ReportedBy: c.rank,
 			Kind: ErrPeerLost, Detail: detail}
@@ -318,13 +293,17 @@ func checkData(f *Frame, e expect) error {
 // the left neighbour sends no data for cfg.NoProgressTimeout, unless that neighbour
 // reports that it is itself waiting for its own left neighbour.
 func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Frame, error) {
-	step, segment, offset := uint32(e.step), uint32(e.segment), uint64(e.offset)
-	if f := o.take(step, segment, offset); f != nil {
+	// take returns the expected frame, or fails the ring on a frame that cannot match.
+	take := func() (*Frame, error) {
+		f, err := o.take(e)
+		if err != nil {
+			c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %w", o.id, err)), pb.FaultKind_FAULT_KIND_PROTOCOL)
+			return nil, c.failErr
+		}
 		return f, nil
 	}
-	if err := o.mismatch(e); err != nil {
-		c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %w", o.id, err)), pb.FaultKind_FAULT_KIND_PROTOCOL)
-		return nil, c.failErr
+	if f, err := take(); f != nil || err != nil {
+		return f, err
 	}
 	timeout := c.cfg.NoProgressTimeout
 	tick := max(timeout/4, time.Millisecond)
@@ -339,27 +318,18 @@ func (c *Communicator) nextFrame(ctx context.Context, o *opState, e expect) (*Fr
 	for {
 		select {
 		case <-o.notify:
-			if f := o.take(step, segment, offset); f != nil {
-				return f, nil
-			}
-			if err := o.mismatch(e); err != nil {
-				c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %w", o.id, err)), pb.FaultKind_FAULT_KIND_PROTOCOL)
-				return nil, c.failErr
-			}
-			if n := o.queued(); n > maxQueuedFrames {
-				c.fail(c.protocolFault(c.leftRank, fmt.Errorf("op %d: %d frames arrived that match no expected step, segment and offset (waiting for step %d segment %d offset %d)",
-					o.id, n, step, segment, offset)), pb.FaultKind_FAULT_KIND_PROTOCOL)
-				return nil, c.failErr
+			if f, err := take(); f != nil || err != nil {
+				return f, err
 			}
 		case <-c.failed:
 			// Frames that arrived before the failure still complete the operation: a
 			// neighbour that finished its part may close its end right after.
-			if f := o.take(step, segment, offset); f != nil {
+			if f, _ := o.take(e); f != nil {
 				return f, nil
 			}
 			return nil, c.failErr
 		case <-c.leftClosed:
-			if f := o.take(step, segment, offset); f != nil {
+			if f, _ := o.take(e); f != nil {
 				return f, nil
 			}
 			c.fail(&FaultError{Rank: c.leftRank, Addr: c.cfg.peerAddr(c.leftRank), ReportedBy: c.rank, Kind: ErrPeerLost,
