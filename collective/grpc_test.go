@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,37 +39,19 @@ func grpcEndpoints(t testing.TB, n int, tweak func(i int, c *GRPCConfig)) ([]*GR
 	return eps, addrs
 }
 
+// grpcRing forms a ring over the given endpoints; tweak sees each rank's Config with
+// its Rank set.
 func grpcRing(t testing.TB, eps []*GRPCEndpoint, addrs []string, generation uint64, tweak func(*Config)) ([]*Communicator, []error) {
 	n := len(eps)
-	comms := make([]*Communicator, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for r := 0; r < n; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := DefaultConfig()
-			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", generation, r, n, addrs
-			cfg.ChunkBytes = 64 << 10
-			cfg.NoProgressTimeout = 2 * time.Second
-			cfg.ConnectTimeout = 10 * time.Second
-			cfg.CloseTimeout = 2 * time.Second
-			cfg.Logger = quietLogger
-			if tweak != nil {
-				tweak(&cfg)
-			}
-			comms[r], errs[r] = New(context.Background(), cfg, eps[r])
-		}()
+	configs := make([]Config, n)
+	transports := make([]Transport, n)
+	for r := range configs {
+		configs[r] = testConfig("grpc-job", generation, r, n, addrs)
+		configs[r].ChunkBytes = 64 << 10
+		configs[r].CloseTimeout = 2 * time.Second
+		transports[r] = eps[r]
 	}
-	wg.Wait()
-	t.Cleanup(func() {
-		for _, c := range comms {
-			if c != nil {
-				c.Close()
-			}
-		}
-	})
-	return comms, errs
+	return formRing(t, configs, transports, tweak)
 }
 
 func TestGRPCAllReduceMatchesNaiveSum(t *testing.T) {
@@ -137,25 +118,11 @@ func TestGRPCRejectsWrongToken(t *testing.T) {
 
 func TestGRPCRejectsOtherGeneration(t *testing.T) {
 	eps, addrs := grpcEndpoints(t, 2, nil)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for r := 0; r < 2; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := DefaultConfig()
-			// Rank 1 believes in generation 2; rank 0 is still at generation 1.
-			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", uint64(1+r), r, 2, addrs
-			cfg.ConnectTimeout = 2 * time.Second
-			cfg.Logger = quietLogger
-			c, err := New(context.Background(), cfg, eps[r])
-			if err == nil {
-				c.Close()
-			}
-			errs[r] = err
-		}()
-	}
-	wg.Wait()
+	_, errs := grpcRing(t, eps, addrs, 1, func(c *Config) {
+		// Rank 1 believes in generation 2; rank 0 is still at generation 1.
+		c.Generation = uint64(1 + c.Rank)
+		c.ConnectTimeout = 2 * time.Second
+	})
 	require.Error(t, errs[0])
 	require.Error(t, errs[1])
 	assert.Contains(t, errs[0].Error()+errs[1].Error(), "generation")
@@ -239,26 +206,12 @@ func TestGRPCRejectsInvalidHello(t *testing.T) {
 
 func TestGRPCRejectsConfigMismatch(t *testing.T) {
 	eps, addrs := grpcEndpoints(t, 2, nil)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for r := 0; r < 2; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := DefaultConfig()
-			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "grpc-job", 1, r, 2, addrs
-			cfg.ConnectTimeout, cfg.Logger = 2*time.Second, quietLogger
-			if r == 1 {
-				cfg.DType = BFloat16
-			}
-			c, err := New(context.Background(), cfg, eps[r])
-			if err == nil {
-				c.Close()
-			}
-			errs[r] = err
-		}()
-	}
-	wg.Wait()
+	_, errs := grpcRing(t, eps, addrs, 1, func(c *Config) {
+		c.ConnectTimeout = 2 * time.Second
+		if c.Rank == 1 {
+			c.DType = BFloat16
+		}
+	})
 	require.Error(t, errs[0])
 	require.Error(t, errs[1])
 	assert.Contains(t, errs[0].Error()+errs[1].Error(), "hello field dtype")

@@ -31,9 +31,8 @@ func newRawPeer(t *testing.T) *rawPeer {
 	p := &rawPeer{}
 	done := make(chan error, 1)
 	go func() {
-		cfg := DefaultConfig()
-		cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "raw", 5, 0, 2, peers
-		cfg.ChunkBytes, cfg.NoProgressTimeout, cfg.Logger = 4<<10, 2*time.Second, quietLogger
+		cfg := testConfig("raw", 5, 0, 2, peers)
+		cfg.ChunkBytes = 4 << 10
 		var err error
 		p.comm, err = New(context.Background(), cfg, ep0)
 		done <- err

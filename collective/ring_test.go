@@ -19,15 +19,20 @@ import (
 
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// memRing forms a ring of n ranks over an in-memory network.
-func memRing(t testing.TB, n int, tweak func(*Config)) []*Communicator {
-	t.Helper()
-	net := NewMemNetwork()
-	peers := make([]string, n)
-	for i := range peers {
-		peers[i] = fmt.Sprintf("mem-%d", i)
-		net.Endpoint(peers[i])
-	}
+// testConfig returns rank r's configuration with the short timeouts the tests use.
+func testConfig(jobID string, generation uint64, r, n int, peers []string) Config {
+	cfg := DefaultConfig()
+	cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = jobID, generation, r, n, peers
+	cfg.NoProgressTimeout = 2 * time.Second
+	cfg.ConnectTimeout = 10 * time.Second
+	cfg.Logger = quietLogger
+	return cfg
+}
+
+// formRing calls New for every rank at once, passing each rank's configuration
+// through tweak when it is set, and closes the communicators when the test ends.
+func formRing(t testing.TB, configs []Config, transports []Transport, tweak func(*Config)) ([]*Communicator, []error) {
+	n := len(configs)
 	comms := make([]*Communicator, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -35,27 +40,43 @@ func memRing(t testing.TB, n int, tweak func(*Config)) []*Communicator {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := DefaultConfig()
-			cfg.JobID, cfg.Generation, cfg.Rank, cfg.WorldSize, cfg.Peers = "test-job", 1, r, n, peers
-			cfg.ChunkBytes = 4 << 10
-			cfg.NoProgressTimeout = 2 * time.Second
-			cfg.ConnectTimeout = 10 * time.Second
-			cfg.Logger = quietLogger
+			cfg := configs[r]
 			if tweak != nil {
 				tweak(&cfg)
 			}
-			comms[r], errs[r] = New(context.Background(), cfg, net.Endpoint(peers[r]))
+			comms[r], errs[r] = New(context.Background(), cfg, transports[r])
 		}()
 	}
 	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range comms {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	return comms, errs
+}
+
+// memRing forms a ring of n ranks over an in-memory network.
+func memRing(t testing.TB, n int, tweak func(*Config)) []*Communicator {
+	t.Helper()
+	net := NewMemNetwork()
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = fmt.Sprintf("mem-%d", i)
+	}
+	configs := make([]Config, n)
+	transports := make([]Transport, n)
+	for r := range configs {
+		configs[r] = testConfig("test-job", 1, r, n, peers)
+		configs[r].ChunkBytes = 4 << 10
+		transports[r] = net.Endpoint(peers[r])
+	}
+	comms, errs := formRing(t, configs, transports, tweak)
 	for r, err := range errs {
 		require.NoError(t, err, "rank %d", r)
 	}
-	t.Cleanup(func() {
-		for _, c := range comms {
-			c.Close()
-		}
-	})
 	return comms
 }
 
