@@ -326,32 +326,27 @@ func (c *Communicator) leftLoop() {
 			}
 			return
 		}
-		if err := c.checkLinkFrame(f, c.leftRank); err != nil {
-			f.Release()
-			putFrame(f)
-			c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
-			continue // keep draining until the link closes
-		}
-		switch f.Kind {
-		case pb.FrameKind_FRAME_KIND_DATA:
-			c.lastData.Store(time.Now().UnixNano())
-			if err := c.dispatch(f); err != nil {
-				f.Release()
-				putFrame(f)
-				c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
+		// A DATA frame moves to its operation; every other frame ends here. After a
+		// protocol error the loop keeps draining until the failure closes the link.
+		err := c.checkLinkFrame(f, c.leftRank)
+		if err == nil {
+			switch f.Kind {
+			case pb.FrameKind_FRAME_KIND_DATA:
+				c.lastData.Store(time.Now().UnixNano())
+				if err = c.dispatch(f); err == nil {
+					continue
+				}
+			case pb.FrameKind_FRAME_KIND_WAITING:
+				c.lastWaiting.Store(time.Now().UnixNano())
+			case pb.FrameKind_FRAME_KIND_ABORT:
+				c.fail(c.remoteFault(f), f.FaultKind)
+			default:
+				err = fmt.Errorf("field kind is %v, expected DATA, WAITING or ABORT", f.Kind)
 			}
-		case pb.FrameKind_FRAME_KIND_WAITING:
-			c.lastWaiting.Store(time.Now().UnixNano())
-			f.Release()
-			putFrame(f)
-		case pb.FrameKind_FRAME_KIND_ABORT:
-			c.fail(c.remoteFault(f), f.FaultKind)
-			f.Release()
-			putFrame(f)
-		default:
-			err := fmt.Errorf("field kind is %v, expected DATA, WAITING or ABORT", f.Kind)
-			f.Release()
-			putFrame(f)
+		}
+		f.Release()
+		putFrame(f)
+		if err != nil {
 			c.fail(c.protocolFault(c.leftRank, err), pb.FaultKind_FAULT_KIND_PROTOCOL)
 		}
 	}
