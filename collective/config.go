@@ -99,6 +99,8 @@ const maxChunkBytes = 64 << 20
 // Validate fills zero fields with defaults and checks the rest.
 func (c *Config) Validate() error {
 	d := DefaultConfig()
+
+	// The ring's identity.
 	if c.WorldSize < 1 {
 		return fmt.Errorf("collective config: WorldSize is %d, must be at least 1", c.WorldSize)
 	}
@@ -111,6 +113,8 @@ func (c *Config) Validate() error {
 	if c.WorldSize > 1 && len(c.Peers) != c.WorldSize {
 		return fmt.Errorf("collective config: Peers has %d addresses, need one per rank (%d)", len(c.Peers), c.WorldSize)
 	}
+
+	// The wire format.
 	if c.DType != Float32 && c.DType != BFloat16 {
 		return fmt.Errorf("collective config: DType %d is not Float32 or BFloat16", c.DType)
 	}
@@ -124,8 +128,10 @@ func (c *Config) Validate() error {
 		c.SmallBytes = d.SmallBytes
 	}
 	if c.SmallBytes > maxChunkBytes {
-		return fmt.Errorf("collective config: SmallBytes is %d; a small buffer travels in one frame, so it must be at most %d", c.SmallBytes, maxChunkBytes)
+		return fmt.Errorf("collective config: SmallBytes is %d, but a small buffer travels in one frame, so it must be at most %d", c.SmallBytes, maxChunkBytes)
 	}
+
+	// Timeouts and logging.
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = d.ConnectTimeout
 	}

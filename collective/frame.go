@@ -125,6 +125,7 @@ func appendHeader(b []byte, f *Frame) []byte {
 			b = protowire.AppendString(b, s)
 		}
 	}
+
 	appendVarint(fieldKind, uint64(f.Kind))
 	appendString(fieldJobID, f.JobID)
 	appendVarint(fieldGeneration, f.Generation)

@@ -18,7 +18,7 @@ const (
 
 // applyWire decodes the elements in src (dtype elemBytes wide) and adds them to, or
 // copies them into, dst. The total length of src must be len(dst)·elemBytes.
-func applyWire(dst []float32, src [][]byte, dtype WireDType, how wireCombine) {
+func applyWire(dst []float32, src [][]byte, dtype WireDType, combine wireCombine) {
 	elem := elemBytes(dtype)
 	var carry [4]byte
 	nCarry := 0
@@ -32,7 +32,7 @@ func applyWire(dst []float32, src [][]byte, dtype WireDType, how wireCombine) {
 				continue
 			}
 			v := decodeElem(carry[:elem], dtype)
-			if how == combineAdd {
+			if combine == combineAdd {
 				dst[i] += v
 			} else {
 				dst[i] = v
@@ -44,13 +44,13 @@ func applyWire(dst []float32, src [][]byte, dtype WireDType, how wireCombine) {
 		if whole > 0 {
 			d := dst[i : i+whole]
 			if dtype == Float32 {
-				if how == combineAdd {
+				if combine == combineAdd {
 					addF32(d, b[:whole*4])
 				} else {
 					copyF32(d, b[:whole*4])
 				}
 			} else {
-				if how == combineAdd {
+				if combine == combineAdd {
 					addBF16(d, b[:whole*2])
 				} else {
 					copyBF16(d, b[:whole*2])

@@ -102,8 +102,8 @@ func (c *Communicator) runAllReduce(ctx context.Context, o *opState, buf []float
 	return st, nil
 }
 
-func (c *Communicator) opError(what string, o *opState, count int, err error) error {
-	return fmt.Errorf("collective: rank %d: %s op %d of %d elements failed: %w", c.rank, what, o.id, count, err)
+func (c *Communicator) opError(opName string, o *opState, count int, err error) error {
+	return fmt.Errorf("collective: rank %d: %s op %d of %d elements failed: %w", c.rank, opName, o.id, count, err)
 }
 
 // lookahead is how many chunks of its own segment a rank sends ahead of the chunks it

@@ -111,6 +111,14 @@ type rankResult struct {
 	WallS float64 `json:"wall_s"`
 }
 
+// cores returns the cores the rank kept busy: CPU time over wall time.
+func (r rankResult) cores() float64 {
+	if r.WallS <= 0 {
+		return 0
+	}
+	return r.CPUS / r.WallS
+}
+
 // workerMessage is one JSON line between launcher and worker.
 type workerMessage struct {
 	Addr   string      `json:"addr,omitempty"`
@@ -441,9 +449,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 			}
 			sumMean += m.Result.MeanS
 			maxMean = max(maxMean, m.Result.MeanS)
-			if m.Result.WallS > 0 {
-				sumCores += m.Result.CPUS / m.Result.WallS
-			}
+			sumCores += m.Result.cores()
 		}
 		rows = append(rows, makeRow(size, sumMean/float64(n), maxMean, sumCores/float64(n), n, p.dtype))
 		onSize()
@@ -532,11 +538,7 @@ func runBenchJoin(ctx context.Context, c *cli.Context, p sweepParams) error {
 	var rows []benchRow
 	err = runSweep(ctx, rank, len(peers), peers, lis, p, func(r rankResult) error {
 		// Only this rank's own times are known here, so time and max are the same.
-		cores := 0.0
-		if r.WallS > 0 {
-			cores = r.CPUS / r.WallS
-		}
-		rows = append(rows, makeRow(r.Bytes, r.MeanS, r.MeanS, cores, len(peers), p.dtype))
+		rows = append(rows, makeRow(r.Bytes, r.MeanS, r.MeanS, r.cores(), len(peers), p.dtype))
 		return nil
 	})
 	if err != nil {
