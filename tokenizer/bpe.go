@@ -195,3 +195,10 @@ func (m *bpeModel) mergeLarge(dst []int32, word string) []int32 {
 	}
 	return dst
 }
+
+// clearCache empties the word cache; benchmarks use it to time encoding from scratch.
+func (m *bpeModel) clearCache() {
+	m.cacheMu.Lock()
+	m.cache = make(map[string][]int32)
+	m.cacheMu.Unlock()
+}
