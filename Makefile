@@ -69,7 +69,8 @@ bench-peers: build
 bench-tokenizer:
 	bash bench/peers/tokenizer.sh
 
-demo: build
+demo: build tokenizer-cache
+	$(BIN)/ringtune tokenize --chat --tokenizer "$$(scripts/fetch-tokenizer.sh)" --input examples/chat.jsonl
 	$(BIN)/ringtune bench allreduce --nodes 2 --sizes 4KiB,1MiB,16MiB,64MiB
 
 clean:
