@@ -56,6 +56,8 @@ fuzz:
 	$(GO) test ./tokenizer -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 	$(GO) test ./data -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 	$(GO) test ./data -run '^$$' -fuzz '^FuzzReadPlainText$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzOpenFile$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 
 # Runs the all-reduce sweep on N local processes over loopback.
 bench: build
