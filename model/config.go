@@ -34,7 +34,7 @@ type Config struct {
 	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`
 }
 
-// presets are the shapes ringtune knows by name. qwen3-0.6b is the released Qwen3-0.6B;
+// presets are the named shapes that Preset returns. qwen3-0.6b is the released Qwen3-0.6B;
 // tiny and small keep its vocabulary and shrink the rest, for tests and benchmarks.
 var presets = map[string]Config{
 	"qwen3-0.6b": {

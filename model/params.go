@@ -20,7 +20,7 @@ type ParamSpec struct {
 	// for norms and embeddings.
 	Module string
 
-	// Decay says whether AdamW applies weight decay. Norm weights are exempt, as in
+	// Decay reports whether AdamW applies weight decay. Norm weights are exempt, as in
 	// Hugging Face's Trainer, which decays every weight except biases and norms.
 	Decay bool
 }
