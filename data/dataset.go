@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -109,7 +110,7 @@ func Load(ctx context.Context, path string, tok Tokenizer, opts Options) (*Datas
 		return nil, errors.New("the tokenizer has neither a pad token nor an EOS token to fill rows with; use a tokenizer that defines one")
 	}
 
-	if opts.EvalPath != "" && filepath.Clean(opts.EvalPath) == filepath.Clean(path) {
+	if opts.EvalPath != "" && sameFile(opts.EvalPath, path) {
 		return nil, fmt.Errorf("the eval file %s is the training file; name a separate file or use an eval fraction", path)
 	}
 
@@ -190,4 +191,14 @@ func logRows(logger *slog.Logger, split string, rows *Rows) {
 	logger.Info("built rows", "split", split, "rows", st.Rows, "examples", st.Examples, "packed", rows.Packed(),
 		"seq_len", rows.SeqLen(), "tokens", st.Tokens, "target_tokens", st.TargetTokens,
 		"padding", fmt.Sprintf("%.1f%%", 100*float64(st.PaddingTokens)/float64(st.Rows*rows.SeqLen())))
+}
+
+// sameFile reports whether two paths name one file, through links too.
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	infoA, errA := os.Stat(a)
+	infoB, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(infoA, infoB)
 }

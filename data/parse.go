@@ -1,6 +1,7 @@
 package data
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,7 +58,11 @@ func decodeObject(line []byte, firstRecord bool) (jsonObject, *fieldError) {
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &syntaxErr):
-		return nil, &fieldError{kind: KindMalformedJSON, msg: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
+		msg := fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
+		if firstRecord && len(bytes.TrimSpace(line)) > 0 && bytes.TrimSpace(line)[0] == '[' {
+			msg += "; a file holding one JSON array is not JSON Lines, convert it with jq -c '.[]'"
+		}
+		return nil, &fieldError{kind: KindMalformedJSON, msg: msg}
 	case err != nil:
 		return nil, &fieldError{kind: KindMalformedJSON, msg: "malformed JSON: " + err.Error()}
 	}

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -87,12 +88,14 @@ func (t *Tokenizer) EncodeChat(msgs []Message, opts ChatOptions) (ids, labels []
 // template that renderChat implements in Go; other templates would need a Jinja engine.
 func (t *Tokenizer) checkChatTemplate() error {
 	switch {
+	case t.chatTemplate == "" && !t.hasConfigFile:
+		return fmt.Errorf("%s not found: chat data needs the Qwen3 tokenizer_config.json with its chat_template", cmp.Or(t.configPath, TokenizerConfigFile))
 	case t.chatTemplate == "":
-		return fmt.Errorf("%s has no chat_template: chat data needs a Qwen3 tokenizer_config.json", TokenizerConfigFile)
+		return fmt.Errorf("%s has no chat_template: chat data needs the Qwen3 tokenizer_config.json", t.configPath)
 	case !strings.Contains(t.chatTemplate, "<|im_start|>") ||
 		!strings.Contains(t.chatTemplate, "last_query_index") ||
 		!strings.Contains(t.chatTemplate, "<think>"):
-		return fmt.Errorf("%s: chat_template is not Qwen3's ChatML template; ringtune renders only that template", TokenizerConfigFile)
+		return fmt.Errorf("%s: chat_template is not Qwen3's ChatML template; ringtune renders only that template", cmp.Or(t.configPath, TokenizerConfigFile))
 	}
 	return nil
 }

@@ -168,7 +168,7 @@ func TestChatErrors(t *testing.T) {
 	other, err := Load(dir)
 	require.NoError(t, err)
 	_, _, err = other.EncodeChat([]Message{{Role: RoleUser, Content: "a"}}, ChatOptions{})
-	assert.ErrorContains(t, err, "no chat_template")
+	assert.ErrorContains(t, err, "tokenizer_config.json not found")
 
 	cfg := `{"eos_token": "<|im_end|>", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}`
 	require.NoError(t, os.WriteFile(filepath.Join(dir, TokenizerConfigFile), []byte(cfg), 0o644))

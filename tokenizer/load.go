@@ -18,8 +18,12 @@ const (
 	TokenizerConfigFile = "tokenizer_config.json"
 )
 
-// Load reads tokenizer.json and, when present, tokenizer_config.json from dir.
+// Load reads tokenizer.json and, when present, tokenizer_config.json from dir. dir may
+// also name the tokenizer.json file itself.
 func Load(dir string) (*Tokenizer, error) {
+	if info, err := os.Stat(dir); err == nil && !info.IsDir() && filepath.Base(dir) == TokenizerFile {
+		dir = filepath.Dir(dir)
+	}
 	tokPath := filepath.Join(dir, TokenizerFile)
 	tokJSON, err := os.ReadFile(tokPath)
 	if err != nil {
@@ -32,7 +36,7 @@ func Load(dir string) (*Tokenizer, error) {
 	cfgPath := filepath.Join(dir, TokenizerConfigFile)
 	cfgJSON, err := os.ReadFile(cfgPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		cfgJSON, cfgPath = nil, ""
+		cfgJSON = nil
 	} else if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,10 @@ func Parse(tokJSON []byte, tokPath string, cfgJSON []byte, cfgPath string) (*Tok
 	var f fileJSON
 	dec := json.NewDecoder(bytes.NewReader(tokJSON))
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %w", tokPath, err)
+		return nil, fmt.Errorf("%s: invalid JSON (%w): the file may be truncated; download it again", tokPath, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: invalid JSON: data after the top-level object at byte %d; download the file again", tokPath, dec.InputOffset())
 	}
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s", tokPath, fmt.Sprintf(format, args...))
@@ -103,6 +110,7 @@ func Parse(tokJSON []byte, tokPath string, cfgJSON []byte, cfgPath string) (*Tok
 		return nil, err
 	}
 
+	t.configPath, t.hasConfigFile = cfgPath, cfgJSON != nil
 	if cfgJSON != nil {
 		if err := t.applyConfig(cfgJSON, cfgPath); err != nil {
 			return nil, err
@@ -336,7 +344,7 @@ func (t *Tokenizer) isAdded(id int32) bool {
 func (t *Tokenizer) applyConfig(raw []byte, path string) error {
 	var c configJSON
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return fmt.Errorf("%s: invalid JSON: %w", path, err)
+		return fmt.Errorf("%s: invalid JSON (%w): the file may be truncated; download it again", path, err)
 	}
 	if c.AddBOSToken {
 		return fmt.Errorf("%s: add_bos_token true is not supported: Qwen tokenizers add no BOS token", path)

@@ -99,6 +99,19 @@ func TestLoadMissingFile(t *testing.T) {
 	assert.Contains(t, err.Error(), "tokenizer.json not found")
 }
 
+func TestLoadFilePath(t *testing.T) {
+	tok, err := Load(filepath.Join(tinyDir, TokenizerFile))
+	require.NoError(t, err)
+	assert.Equal(t, 1000, tok.VocabSize())
+}
+
+func TestParseTrailingData(t *testing.T) {
+	_, err := Parse([]byte(minimalJSON(t)+"garbage"), "tokenizer.json", nil, "")
+	assert.ErrorContains(t, err, "data after the top-level object")
+	_, err = Parse([]byte(minimalJSON(t)[:200]), "tokenizer.json", nil, "")
+	assert.ErrorContains(t, err, "may be truncated")
+}
+
 func TestLoadWithoutConfig(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, TokenizerFile), []byte(minimalJSON(t)), 0o644))

@@ -51,8 +51,8 @@ func readJSONL[T any](t *testing.T, path string) []T {
 	return out
 }
 
-// hfOldNFC marks records where Hugging Face's tokenizers (0.23.2) normalize with Unicode
-// tables older than 13.0. Go's x/text follows Unicode 15.0, as transformers.js does.
+// hfOldNFC marks records where Hugging Face's tokenizers (0.23.2) normalize with old
+// Unicode tables. Go's x/text follows Unicode 15.0, as transformers.js does.
 const hfOldNFC = "NFC: tokenizers"
 
 // TestEncodeMatchesReference compares Encode with Hugging Face's ids on every fixture
@@ -71,8 +71,8 @@ func TestEncodeMatchesReference(t *testing.T) {
 		}
 		got := tok.Encode(rec.Text)
 		if rec.JSDiffers && strings.Contains(rec.Why, hfOldNFC) && !slices.Equal(got, want) {
-			// Known difference: the composition is new in Unicode 13.0 or later, and
-			// Go composes it as transformers.js does.
+			// Known difference: Hugging Face's tables lack the composition or the
+			// combining class, and Go normalizes as transformers.js does.
 			assert.Equal(t, rec.IDs, got, "record %d %q: expected transformers.js's ids where Hugging Face's NFC tables are older", i, rec.Text)
 			continue
 		}

@@ -29,6 +29,8 @@ type Tokenizer struct {
 	hasEOS, hasPad bool
 	chatTemplate   string
 	modelMaxLength int
+	configPath     string // tokenizer_config.json, present or not, for errors
+	hasConfigFile  bool
 }
 
 // addedToken is an entry of tokenizer.json's added_tokens, matched whole in the text before

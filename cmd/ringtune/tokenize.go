@@ -37,14 +37,6 @@ JSON line per input with "ids", "tokens" (the text of each token) and, with --ch
 	}
 }
 
-// tokenizeInput is one input line; pointer fields tell a missing key from an empty value.
-type tokenizeInput struct {
-	Text                *string              `json:"text"`
-	Messages            *[]tokenizer.Message `json:"messages"`
-	AddGenerationPrompt bool                 `json:"add_generation_prompt"`
-	EnableThinking      *bool                `json:"enable_thinking"`
-}
-
 type tokenizeOutput struct {
 	IDs    []int32  `json:"ids"`
 	Tokens []string `json:"tokens"`
@@ -81,6 +73,9 @@ func runTokenize(c *cli.Context) error {
 	for scanner.Scan() {
 		line++
 		raw := bytes.TrimSpace(scanner.Bytes())
+		if line == 1 {
+			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
+		}
 		if len(raw) == 0 {
 			continue
 		}
@@ -105,33 +100,34 @@ func tokenizeLine(tok *tokenizer.Tokenizer, raw []byte, chat, trainOnAll bool) (
 	if !utf8.Valid(raw) {
 		return nil, errors.New("line is not valid UTF-8")
 	}
-	var in tokenizeInput
-	if err := json.Unmarshal(raw, &in); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
+	// Keys are matched exactly, as Hugging Face's datasets do; encoding/json would also
+	// accept "TEXT" for "text".
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("invalid JSON: expected one object per line: %w", err)
 	}
 
 	result := &tokenizeOutput{}
-	switch {
-	case chat:
-		if in.Messages == nil {
-			return nil, errors.New(`field "messages" is missing: with --chat each line needs a list of {"role", "content"} messages`)
-		}
-		opts := tokenizer.ChatOptions{
-			AddGenerationPrompt: in.AddGenerationPrompt,
-			EnableThinking:      in.EnableThinking,
-			TrainOnAll:          trainOnAll,
-		}
-		ids, labels, err := tok.EncodeChat(*in.Messages, opts)
+	if chat {
+		msgs, opts, err := parseChatLine(fields)
 		if err != nil {
 			return nil, err
 		}
-		result.IDs, result.Labels = ids, labels
-	case in.Text == nil && in.Messages != nil:
-		return nil, errors.New(`field "text" is missing; this line has "messages": pass --chat to render conversations`)
-	case in.Text == nil:
-		return nil, errors.New(`field "text" is missing: each line needs {"text": "..."}`)
-	default:
-		result.IDs = tok.Encode(*in.Text)
+		opts.TrainOnAll = trainOnAll
+		if result.IDs, result.Labels, err = tok.EncodeChat(msgs, opts); err != nil {
+			return nil, err
+		}
+	} else {
+		text, present, err := stringField(fields, "", "text")
+		switch {
+		case err != nil:
+			return nil, err
+		case !present && fields["messages"] != nil:
+			return nil, errors.New(`field "text" is missing; this line has "messages": pass --chat to render conversations`)
+		case !present:
+			return nil, errors.New(`field "text" is missing: each line needs {"text": "..."}`)
+		}
+		result.IDs = tok.Encode(text)
 	}
 
 	result.Tokens = make([]string, len(result.IDs))
@@ -139,4 +135,93 @@ func tokenizeLine(tok *tokenizer.Tokenizer, raw []byte, chat, trainOnAll bool) (
 		result.Tokens[i] = tok.Piece(id)
 	}
 	return result, nil
+}
+
+// parseChatLine reads the apply_chat_template arguments of one --chat line, naming the
+// field of any error.
+func parseChatLine(fields map[string]json.RawMessage) ([]tokenizer.Message, tokenizer.ChatOptions, error) {
+	var opts tokenizer.ChatOptions
+	if tools, ok := fields["tools"]; ok && !isEmptyJSON(tools) {
+		return nil, opts, errors.New(`field "tools": tool definitions are not supported; remove them or render the prompt yourself and pass it as "text"`)
+	}
+
+	rawMessages, ok := fields["messages"]
+	if !ok {
+		return nil, opts, errors.New(`field "messages" is missing: with --chat each line needs a list of {"role", "content"} messages`)
+	}
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(rawMessages, &items); err != nil {
+		return nil, opts, errors.New(`field "messages": expected a list of {"role", "content"} objects`)
+	}
+
+	msgs := make([]tokenizer.Message, len(items))
+	for i, item := range items {
+		name := fmt.Sprintf("messages[%d]", i)
+		if item == nil {
+			return nil, opts, fmt.Errorf("field %q: expected an object with \"role\" and \"content\"", name)
+		}
+		role, present, err := stringField(item, name+".", "role")
+		if err != nil {
+			return nil, opts, err
+		}
+		if !present {
+			return nil, opts, fmt.Errorf("field %q is missing", name+".role")
+		}
+		content, _, err := stringField(item, name+".", "content") // a null or missing content is ""
+		if err != nil {
+			return nil, opts, err
+		}
+		msgs[i] = tokenizer.Message{Role: role, Content: content}
+
+		if calls, ok := item["tool_calls"]; ok && !isEmptyJSON(calls) {
+			return nil, opts, fmt.Errorf("field %q: tool calls are not supported, and dropping them would misrepresent the turn", name+".tool_calls")
+		}
+		if reasoning, present, err := stringField(item, name+".", "reasoning_content"); err != nil {
+			return nil, opts, err
+		} else if present {
+			msgs[i].ReasoningContent = &reasoning
+		}
+	}
+
+	if raw, ok := fields["add_generation_prompt"]; ok && !isEmptyJSON(raw) {
+		if err := json.Unmarshal(raw, &opts.AddGenerationPrompt); err != nil {
+			return nil, opts, errors.New(`field "add_generation_prompt": expected true or false`)
+		}
+	}
+	if raw, ok := fields["enable_thinking"]; ok && !isEmptyJSON(raw) {
+		var thinking bool
+		if err := json.Unmarshal(raw, &thinking); err != nil {
+			return nil, opts, errors.New(`field "enable_thinking": expected true, false or null`)
+		}
+		opts.EnableThinking = &thinking
+	}
+	return msgs, opts, nil
+}
+
+// stringField reads an optional string field; null counts as absent. prefix is the path
+// of the enclosing object in errors, such as "messages[2]."
+func stringField(fields map[string]json.RawMessage, prefix, key string) (string, bool, error) {
+	raw, ok := fields[key]
+	if !ok || isEmptyJSON(raw) {
+		return "", false, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false, fmt.Errorf("field %q: expected a string, found %s", prefix+key, truncateJSON(raw))
+	}
+	return s, true, nil
+}
+
+// isEmptyJSON reports whether raw is null or an empty list.
+func isEmptyJSON(raw json.RawMessage) bool {
+	trimmed := string(bytes.TrimSpace(raw))
+	return trimmed == "null" || trimmed == "[]"
+}
+
+func truncateJSON(raw json.RawMessage) string {
+	const maxLen = 40
+	if len(raw) > maxLen {
+		return string(raw[:maxLen]) + "..."
+	}
+	return string(raw)
 }

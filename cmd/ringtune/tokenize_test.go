@@ -83,6 +83,12 @@ func TestTokenizeChat(t *testing.T) {
 	assert.True(t, strings.HasSuffix(strings.Join(tokens, ""), "<|im_start|>assistant\n<think>\n\n</think>\n\n"))
 }
 
+func TestTokenizeByteOrderMark(t *testing.T) {
+	stdout, stderr, err := tokenizeCLI(t, "\ufeff{\"text\": \"hi\"}\n")
+	require.NoError(t, err, stderr)
+	assert.Len(t, decodeLines(t, stdout), 1)
+}
+
 func TestTokenizeInputFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "in.jsonl")
 	require.NoError(t, os.WriteFile(path, []byte(`{"text": "a"}`+"\n"), 0o644))
@@ -101,7 +107,15 @@ func TestTokenizeBadInput(t *testing.T) {
 		{"malformed JSON", "{\"text\": \"a\"}\n{\"text\": \n", nil, "stdin:2: invalid JSON"},
 		{"missing text", `{"body": "a"}`, nil, `stdin:1: field "text" is missing`},
 		{"messages without chat", `{"messages": []}`, nil, "pass --chat"},
-		{"wrong type", `{"text": 5}`, nil, "stdin:1: invalid JSON"},
+		{"wrong type", `{"text": 5}`, nil, `stdin:1: field "text": expected a string, found 5`},
+		{"array line", `[1, 2]`, nil, "stdin:1: invalid JSON: expected one object per line"},
+		{"keys are case-sensitive", `{"TEXT": "a"}`, nil, `field "text" is missing`},
+		{"content type", `{"messages": [{"role": "user", "content": 5}]}`, []string{"--chat"}, `field "messages[0].content": expected a string, found 5`},
+		{"missing role", `{"messages": [{"content": "x"}]}`, []string{"--chat"}, `field "messages[0].role" is missing`},
+		{"messages object", `{"messages": {"role": "user"}}`, []string{"--chat"}, `field "messages": expected a list`},
+		{"tool calls", `{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]}]}`, []string{"--chat"}, `field "messages[0].tool_calls": tool calls are not supported`},
+		{"tools", `{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}`, []string{"--chat"}, `field "tools": tool definitions are not supported`},
+		{"thinking type", `{"messages": [{"role": "user", "content": "x"}], "enable_thinking": "no"}`, []string{"--chat"}, `field "enable_thinking": expected true, false or null`},
 		{"non-UTF-8", "{\"text\": \"\xff\"}", nil, "stdin:1: line is not valid UTF-8"},
 		{"missing messages", `{"text": "a"}`, []string{"--chat"}, `stdin:1: field "messages" is missing`},
 		{"unknown role", `{"messages": [{"role": "bot", "content": "x"}]}`, []string{"--chat"}, `messages[0].role: unknown role "bot"`},

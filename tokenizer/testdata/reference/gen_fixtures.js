@@ -475,8 +475,8 @@ function explainDifference(text, jsNormalized, hfNormalized, splitsDiffer) {
   const causes = [];
   if (jsNormalized !== hfNormalized) {
     causes.push(
-      "NFC: tokenizers 0.23.2 (unicode-normalization-alignments 0.1.12) has tables older than " +
-        "Unicode 13.0, so it skips the compositions and combining classes added since, " +
+      "NFC: tokenizers 0.23.2 (unicode-normalization-alignments 0.1.12) has old Unicode " +
+        "tables, so it skips compositions and combining classes it does not know, " +
         "which String.prototype.normalize applies",
     );
   }
