@@ -1,0 +1,7 @@
+//go:build !amd64
+
+package cpu
+
+func detectKernels() []*microKernel {
+	return []*microKernel{genericKernel}
+}
