@@ -1,5 +1,3 @@
-// Package model holds the Qwen3 architecture: its Hugging Face configuration, the
-// parameter table with Hugging Face tensor names, and LoRA adapter specifications.
 package model
 
 import (
@@ -32,6 +30,10 @@ type Config struct {
 	RopeTheta             float64 `json:"rope_theta"`
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
 	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`
+	// InitializerRange is the standard deviation of the normal distribution that
+	// Model.InitRandom draws linear and embedding weights from. It describes
+	// initialization only, so loaded weights ignore it.
+	InitializerRange float64 `json:"initializer_range"`
 }
 
 // presets are the named shapes that Preset returns. qwen3-0.6b is the released Qwen3-0.6B;
@@ -40,17 +42,17 @@ var presets = map[string]Config{
 	"qwen3-0.6b": {
 		VocabSize: 151936, HiddenSize: 1024, IntermediateSize: 3072, NumLayers: 28,
 		NumHeads: 16, NumKVHeads: 8, HeadDim: 128, RMSNormEps: 1e-6, RopeTheta: 1e6,
-		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true,
+		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true, InitializerRange: 0.02,
 	},
 	"small": {
 		VocabSize: 151936, HiddenSize: 512, IntermediateSize: 1536, NumLayers: 8,
 		NumHeads: 8, NumKVHeads: 4, HeadDim: 64, RMSNormEps: 1e-6, RopeTheta: 1e6,
-		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true,
+		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true, InitializerRange: 0.02,
 	},
 	"tiny": {
 		VocabSize: 151936, HiddenSize: 256, IntermediateSize: 768, NumLayers: 4,
 		NumHeads: 4, NumKVHeads: 2, HeadDim: 64, RMSNormEps: 1e-6, RopeTheta: 1e6,
-		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true,
+		MaxPositionEmbeddings: 40960, TieWordEmbeddings: true, InitializerRange: 0.02,
 	},
 }
 
@@ -172,6 +174,9 @@ func ParseConfig(data []byte, name string) (Config, error) {
 	if cfg.RMSNormEps == 0 {
 		cfg.RMSNormEps = 1e-6 // transformers' Qwen3Config default
 	}
+	if cfg.InitializerRange == 0 {
+		cfg.InitializerRange = 0.02 // transformers' Qwen3Config default
+	}
 	if err := cfg.Validate(); err != nil {
 		return fail("%v", err)
 	}
@@ -221,6 +226,9 @@ func (c Config) Validate() error {
 	}
 	if c.RopeTheta <= 1 || math.IsNaN(c.RopeTheta) || math.IsInf(c.RopeTheta, 0) {
 		return fmt.Errorf("rope_theta %v must be a finite number above 1", c.RopeTheta)
+	}
+	if c.InitializerRange < 0 || math.IsNaN(c.InitializerRange) || math.IsInf(c.InitializerRange, 0) {
+		return fmt.Errorf("initializer_range %v must be a finite number, 0 or above", c.InitializerRange)
 	}
 	if c.HeadDim%2 != 0 {
 		return fmt.Errorf("head_dim %d must be even for rotary embeddings", c.HeadDim)

@@ -20,7 +20,7 @@ func TestLoadGoldenConfig(t *testing.T) {
 	assert.Equal(t, Config{
 		VocabSize: 250, HiddenSize: 48, IntermediateSize: 80, NumLayers: 2, NumHeads: 4,
 		NumKVHeads: 2, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 1e6,
-		MaxPositionEmbeddings: 512, TieWordEmbeddings: true,
+		MaxPositionEmbeddings: 512, TieWordEmbeddings: true, InitializerRange: 0.02,
 	}, cfg)
 }
 
