@@ -14,10 +14,6 @@
 // and neither does the CPU backend once its scratch memory has grown to the
 // batch shape.
 //
-// NOTE: with more than one thread, the CPU backend's Sgemm still regrows a
-// packing buffer from its sync.Pool now and then: about 50 allocations in 500
-// steps of the test model on 2 cores.
-//
 // # Forward and backward
 //
 // The forward pass computes

@@ -16,14 +16,8 @@ import (
 // evaluation allocate nothing.
 func TestStepAllocatesNothing(t *testing.T) {
 	if raceDetectorOn {
-		t.Skip("the race detector makes sync.Pool, which Sgemm uses, allocate at random")
+		t.Skip("the race detector's instrumentation allocates")
 	}
-	// NOTE: with several threads, Sgemm in kernels/cpu regrows a packing
-	// buffer now and then. Its sync.Pool can hand a buffer sized for a small
-	// product to a large one: about 50 allocations in 500 steps of this model
-	// on 2 cores. With one thread the pool's order repeats every step, so
-	// this test measures the model's own code.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 
 	c := loadGoldenCase(t, "full_packed")
 	lora := LoRAConfig{Rank: 4, Alpha: 8, TargetModules: ProjectionModules()}

@@ -12,7 +12,33 @@ type packBuffers struct {
 	a, b, tile []float32
 }
 
-var packBufferPool = sync.Pool{New: func() any { return new(packBuffers) }}
+// freeList is a pool whose items survive garbage collection, unlike sync.Pool's,
+// which the collector empties: a regrown packing buffer after each GC cycle would
+// cost the training step an allocation of megabytes. It holds at most as many
+// items as goroutines ever used it at once.
+type freeList[T any] struct {
+	mu    sync.Mutex
+	items []*T
+}
+
+func (l *freeList[T]) get() *T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.items); n > 0 {
+		item := l.items[n-1]
+		l.items = l.items[:n-1]
+		return item
+	}
+	return new(T)
+}
+
+func (l *freeList[T]) put(item *T) {
+	l.mu.Lock()
+	l.items = append(l.items, item)
+	l.mu.Unlock()
+}
+
+var packBufferPool freeList[packBuffers]
 
 // reserve makes the buffers at least aSize, bSize and tileSize floats long.
 func (pb *packBuffers) reserve(aSize, bSize, tileSize int) {

@@ -40,7 +40,7 @@ type gemmJob struct {
 	done               sync.WaitGroup
 }
 
-var gemmJobPool = sync.Pool{New: func() any { return new(gemmJob) }}
+var gemmJobPool freeList[gemmJob]
 
 // gemmWorkers is the persistent pool of worker goroutines shared by all calls.
 // Workers start on first use, up to GOMAXPROCS-1 of them, and never stop.
@@ -75,13 +75,13 @@ func runGemmWorker() {
 func sgemmParallel(kernel *microKernel, g *gemmArgs) {
 	goroutines, gridRows, gridCols := planParallel(kernel, g, runtime.GOMAXPROCS(0))
 	if gridRows*gridCols == 1 {
-		buffers := packBufferPool.Get().(*packBuffers)
+		buffers := packBufferPool.get()
 		computeBlock(kernel, g, 0, g.m, 0, g.n, buffers)
-		packBufferPool.Put(buffers)
+		packBufferPool.put(buffers)
 		return
 	}
 
-	job := gemmJobPool.Get().(*gemmJob)
+	job := gemmJobPool.get()
 	job.kernel = kernel
 	job.args = *g
 	job.gridRows, job.gridCols = gridRows, gridCols
@@ -97,12 +97,12 @@ func sgemmParallel(kernel *microKernel, g *gemmArgs) {
 	// Drop the references to the caller's matrices before pooling the job.
 	job.args = gemmArgs{}
 	job.kernel = nil
-	gemmJobPool.Put(job)
+	gemmJobPool.put(job)
 }
 
 // computeParts computes rectangles of the job until none is left.
 func (j *gemmJob) computeParts() {
-	buffers := packBufferPool.Get().(*packBuffers)
+	buffers := packBufferPool.get()
 	for {
 		part := int(j.next.Add(1)) - 1
 		if part >= j.gridRows*j.gridCols {
@@ -110,7 +110,7 @@ func (j *gemmJob) computeParts() {
 		}
 		j.computePart(part, buffers)
 	}
-	packBufferPool.Put(buffers)
+	packBufferPool.put(buffers)
 }
 
 // computePart computes rectangle part of the job's grid, numbered row-major.
