@@ -46,6 +46,8 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			benchCommand(),
 			tokenizeCommand(),
+			mergeCommand(),
+			inspectCommand(),
 		},
 	}
 }
