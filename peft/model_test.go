@@ -13,7 +13,6 @@ import (
 	"github.com/ringtune/ringtune/peft"
 )
 
-
 func newModel(t *testing.T, opts model.Options) *model.Model {
 	t.Helper()
 	cfg, err := model.LoadConfig(filepath.Dir(goldenConfig))
