@@ -146,6 +146,16 @@ type Backend interface {
 	// dq: (B, T, NH, HS) F32; dk, dv: (B, T, NKV, HS) F32; the rest as in
 	// AttentionForward.
 	AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse, segmentStarts Tensor)
+	// AttentionDecode computes causal grouped-query attention of Tq new
+	// queries over a key/value cache, for inference. The queries are at
+	// positions length−Tq … length−1, and query i attends to the cached keys
+	// 0 … length−Tq+i with scale 1/sqrt(HS) and a max-subtracted softmax.
+	// Query head h reads key/value head h / (NH/NKV). Tq = 1 is one decoding
+	// step, and Tq > 1 a prompt or a chunk of it whose keys and values are
+	// already written to the cache.
+	// out, q: (B, Tq, NH, HS) F32; kCache, vCache: (B, S, NKV, HS) F32, of
+	// which positions [0, length) are read; 1 ≤ Tq ≤ length ≤ S.
+	AttentionDecode(out, q, kCache, vCache Tensor, length int)
 
 	// SwiGLUForward computes the gated activation of Qwen3's MLP,
 	// out = silu(gate)·up with silu(x) = x·sigmoid(x).

@@ -48,6 +48,7 @@ func newApp() *cli.App {
 			tokenizeCommand(),
 			mergeCommand(),
 			inspectCommand(),
+			generateCommand(),
 		},
 	}
 }
