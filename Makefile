@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./data -run '^$$' -fuzz '^FuzzReadPlainText$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
 	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzOpenFile$$' -fuzztime $(FUZZTIME_SMALL) -fuzzminimizetime 2000x
+	$(GO) test ./kernels/cpu -run '^$$' -fuzz '^FuzzSgemm$$' -fuzztime 3000x -fuzzminimizetime 200x
 
 # Runs the all-reduce sweep on N local processes over loopback.
 bench: build
