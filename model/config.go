@@ -111,6 +111,27 @@ type hfConfig struct {
 	RopeParameters  json.RawMessage `json:"rope_parameters"`
 	LayerTypes      []string        `json:"layer_types"`
 	HeadDimExplicit *int            `json:"head_dim"` // shadows Config.HeadDim to tell absent from 0
+
+	NumKVHeadsExplicit *int `json:"num_key_value_heads"` // shadows Config.NumKVHeads
+}
+
+// jsonKind names a Go kind as the JSON type a config field expects.
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int64":
+		return "an integer"
+	case "float64", "float32":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "a string"
+	case "struct", "map", "ptr":
+		return "an object"
+	case "slice":
+		return "a list"
+	}
+	return "a " + goKind
 }
 
 // ParseConfig reads a Qwen3 config.json and rejects settings whose math ringtune does not
@@ -120,7 +141,15 @@ func ParseConfig(data []byte, name string) (Config, error) {
 	var raw hfConfig
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&raw); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			field := typeErr.Field[strings.LastIndex(typeErr.Field, ".")+1:]
+			return Config{}, fmt.Errorf("%s: field %q: expected %s, found %s", name, field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+		}
 		return Config{}, fmt.Errorf("%s: invalid JSON: %w", name, err)
+	}
+	if dec.More() {
+		return Config{}, fmt.Errorf("%s: invalid JSON: data after the top-level object at byte %d", name, dec.InputOffset())
 	}
 	fail := func(format string, args ...any) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
@@ -162,6 +191,11 @@ func ParseConfig(data []byte, name string) (Config, error) {
 	}
 
 	cfg := raw.Config
+	if raw.NumKVHeadsExplicit != nil {
+		cfg.NumKVHeads = *raw.NumKVHeadsExplicit
+	} else {
+		cfg.NumKVHeads = cfg.NumHeads // transformers' default when absent: no grouping
+	}
 	switch {
 	case raw.HeadDimExplicit != nil:
 		cfg.HeadDim = *raw.HeadDimExplicit
@@ -193,11 +227,11 @@ func checkRope(raw json.RawMessage, field string) error {
 		RopeType string `json:"rope_type"`
 	}
 	if err := json.Unmarshal(raw, &scaling); err != nil {
-		return fmt.Errorf("%s: %v", field, err)
+		return fmt.Errorf("%s: expected null or an object with \"rope_type\", found %s", field, truncateJSON(raw))
 	}
 	kind := cmp.Or(scaling.RopeType, scaling.Type)
 	if kind != "default" {
-		return fmt.Errorf("%s %s is not supported: ringtune implements unscaled rotary embeddings only (remove rope_scaling or set it to null)", field, string(raw))
+		return fmt.Errorf("%s %s is not supported: ringtune implements unscaled rotary embeddings only (remove rope_scaling or set it to null)", field, truncateJSON(raw))
 	}
 	return nil
 }
@@ -218,6 +252,23 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s is %d: it must be a positive integer", p.name, p.value)
 		}
 	}
+	// Sanity bounds on the format, far above any released Qwen3 (at most 64 layers,
+	// hidden size 5120, vocabulary 151936), so that a corrupt config.json fails here
+	// rather than in an allocation of terabytes.
+	limits := []struct {
+		name         string
+		value, limit int
+	}{
+		{"vocab_size", c.VocabSize, 1 << 24}, {"hidden_size", c.HiddenSize, 1 << 20},
+		{"intermediate_size", c.IntermediateSize, 1 << 22}, {"num_hidden_layers", c.NumLayers, 1 << 12},
+		{"num_attention_heads", c.NumHeads, 1 << 12}, {"head_dim", c.HeadDim, 1 << 14},
+		{"max_position_embeddings", c.MaxPositionEmbeddings, 1 << 26},
+	}
+	for _, l := range limits {
+		if l.value > l.limit {
+			return fmt.Errorf("%s is %d, above the largest supported value %d: check config.json", l.name, l.value, l.limit)
+		}
+	}
 	if c.NumHeads%c.NumKVHeads != 0 {
 		return fmt.Errorf("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.NumHeads, c.NumKVHeads)
 	}
@@ -234,4 +285,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("head_dim %d must be even for rotary embeddings", c.HeadDim)
 	}
 	return nil
+}
+
+func truncateJSON(raw json.RawMessage) string {
+	const maxLen = 60
+	compact := strings.Join(strings.Fields(string(raw)), " ")
+	if len(compact) > maxLen {
+		return compact[:maxLen] + "..."
+	}
+	return compact
 }

@@ -103,7 +103,11 @@ func TestParseConfigRejects(t *testing.T) {
 		{`"vocab_size": 250`, `"vocab_size": 0`, "vocab_size is 0"},
 		{`"head_dim": 16`, `"head_dim": 15`, "head_dim 15 must be even"},
 		{`"rms_norm_eps": 1e-06`, `"rms_norm_eps": -1`, "rms_norm_eps -1"},
-		{`"vocab_size": 250`, `"vocab_size": "250"`, "invalid JSON"},
+		{`"vocab_size": 250`, `"vocab_size": "250"`, `field "vocab_size": expected an integer, found string`},
+		{`"rope_scaling": null`, `"rope_scaling": "yarn"`, `rope_scaling: expected null or an object`},
+		{`"num_hidden_layers": 2`, `"num_hidden_layers": 1000000000`, "num_hidden_layers is 1000000000, above the largest supported value"},
+		{`"vocab_size": 250`, `"vocab_size": 1e12`, `field "vocab_size": expected an integer, found number 1e12`},
+		{`"vocab_size": 250`, `"vocab_size": 250, "tie_word_embeddings": "yes"`, `field "tie_word_embeddings": expected true or false`},
 	}
 	for _, c := range cases {
 		text := strings.Replace(string(base), c.old, c.new, 1)
@@ -129,6 +133,18 @@ func TestParseConfigTransformers5(t *testing.T) {
 
 	_, err = ParseConfig([]byte(strings.Replace(text, `["full_attention"]`, `["sliding_attention"]`, 1)), "config.json")
 	assert.ErrorContains(t, err, `layer_types[0] "sliding_attention"`)
+}
+
+func TestParseConfigDefaultsKVHeads(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join(goldenDir, ConfigFile))
+	require.NoError(t, err)
+	text := strings.Replace(string(base), `"num_key_value_heads": 2,`, ``, 1)
+	cfg, err := ParseConfig([]byte(text), "config.json")
+	require.NoError(t, err)
+	assert.Equal(t, cfg.NumHeads, cfg.NumKVHeads, "transformers defaults num_key_value_heads to num_attention_heads")
+
+	_, err = ParseConfig(append(base, []byte("{}")...), "config.json")
+	assert.ErrorContains(t, err, "data after the top-level object")
 }
 
 func TestLoRAValidate(t *testing.T) {

@@ -3,6 +3,12 @@
 // names, LoRA adapter specifications, and Model, which runs the forward and
 // backward passes of Qwen3ForCausalLM on a kernels.Backend.
 //
+// Entry points: LoadConfig or Preset gives a Config; New builds a Model, which
+// LoadBase or InitRandom fills; ForwardBackward, Loss and Logits run it on a
+// data.Batch; NewAdamW and Schedule update the trainable tensors; NewDecoder
+// generates text with a KV cache, sampling with a Sampler. Package peft saves
+// and loads the adapters of a model in LoRA mode.
+//
 // # Buffers
 //
 // Every buffer is derived from the parameter table (Config.Params) and, in LoRA

@@ -37,42 +37,12 @@ func (m *Model) LoadBase(path string) error {
 	}
 	defer ckpt.Close()
 
-	base := m.baseEntries()
-	known := map[string]bool{}
-	for _, e := range base {
-		known[e.name] = true
-	}
-	tiedHead := false
-	for _, info := range ckpt.Tensors() {
-		switch {
-		case known[info.Name]:
-		case info.Name == tiedHeadName && m.cfg.TieWordEmbeddings:
-			tiedHead = true
-		default:
-			return fmt.Errorf("%s: tensor %q matches no parameter of this Qwen3 model (%d layers, tie_word_embeddings %t): check that the checkpoint is a Qwen3ForCausalLM with Hugging Face names that matches the config",
-				info.Path, info.Name, m.cfg.NumLayers, m.cfg.TieWordEmbeddings)
-		}
-	}
-	check := slices.Clone(base)
-	if tiedHead {
-		check = append(check, &tensorEntry{name: tiedHeadName, shape: m.embed.shape})
-	}
-	for _, e := range check {
-		info, err := ckpt.Info(e.name)
-		if errors.Is(err, checkpoint.ErrNotFound) {
-			return fmt.Errorf("%s: missing tensor %q of shape %v: check that the checkpoint matches the config (%w)", ckpt.Path(), e.name, e.shape, checkpoint.ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(info.Shape, e.shape) {
-			return fmt.Errorf("%s: tensor %q has shape %v, but the config gives %v", info.Path, e.name, info.Shape, e.shape)
-		}
-		if info.DType != checkpoint.F32 && info.DType != checkpoint.F16 && info.DType != checkpoint.BF16 {
-			return fmt.Errorf("%s: tensor %q has dtype %s: want F32, F16 or BF16", info.Path, e.name, info.DType)
-		}
+	tiedHead, err := checkCheckpoint(ckpt, m.cfg)
+	if err != nil {
+		return err
 	}
 
+	base := m.baseEntries()
 	for _, e := range base {
 		if err := m.loadEntry(ckpt, e); err != nil {
 			return err
@@ -85,6 +55,58 @@ func (m *Model) LoadBase(path string) error {
 }
 
 // loadEntry copies one tensor from the checkpoint into e's storage.
+// CheckWeights checks the names, shapes and dtypes of the weights at path (a Hugging
+// Face model directory, an index or a safetensors file) against cfg without reading the
+// tensors, so a command can reject a mismatched checkpoint before it allocates the model.
+func CheckWeights(cfg Config, path string) error {
+	ckpt, err := checkpoint.OpenModel(path)
+	if err != nil {
+		return err
+	}
+	defer ckpt.Close()
+	_, err = checkCheckpoint(ckpt, cfg)
+	return err
+}
+
+// checkCheckpoint validates every tensor of ckpt against the parameter table of cfg and
+// reports whether the checkpoint also holds a tied lm_head.weight.
+func checkCheckpoint(ckpt *checkpoint.Model, cfg Config) (tiedHead bool, err error) {
+	params := cfg.Params()
+	known := make(map[string]bool, len(params))
+	for _, p := range params {
+		known[p.Name] = true
+	}
+	for _, info := range ckpt.Tensors() {
+		switch {
+		case known[info.Name]:
+		case info.Name == tiedHeadName && cfg.TieWordEmbeddings:
+			tiedHead = true
+		default:
+			return false, fmt.Errorf("%s: tensor %q matches no parameter of this Qwen3 model (%d layers, tie_word_embeddings %t): check that the checkpoint is a Qwen3ForCausalLM with Hugging Face names that matches the config",
+				info.Path, info.Name, cfg.NumLayers, cfg.TieWordEmbeddings)
+		}
+	}
+	if tiedHead {
+		params = append(params, ParamSpec{Name: tiedHeadName, Shape: []int{cfg.VocabSize, cfg.HiddenSize}})
+	}
+	for _, p := range params {
+		info, err := ckpt.Info(p.Name)
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return false, fmt.Errorf("%s: missing tensor %q of shape %v: check that the checkpoint matches the config (%w)", ckpt.Path(), p.Name, p.Shape, checkpoint.ErrNotFound)
+		}
+		if err != nil {
+			return false, err
+		}
+		if !slices.Equal(info.Shape, p.Shape) {
+			return false, fmt.Errorf("%s: tensor %q has shape %v, but the config gives %v", info.Path, p.Name, info.Shape, p.Shape)
+		}
+		if info.DType != checkpoint.F32 && info.DType != checkpoint.F16 && info.DType != checkpoint.BF16 {
+			return false, fmt.Errorf("%s: tensor %q has dtype %s: want F32, F16 or BF16", info.Path, p.Name, info.DType)
+		}
+	}
+	return tiedHead, nil
+}
+
 func (m *Model) loadEntry(ckpt *checkpoint.Model, e *tensorEntry) error {
 	if e.bf16 {
 		bits := make([]uint16, e.numElements())

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -37,7 +38,7 @@ user message rendered with the model's chat template and an assistant header
 tokens, and a multi-byte character split over tokens is printed once complete.
 --json prints nothing while generating and then one object with "text", "ids"
 (the new tokens, a stop token included), "prompt_tokens", "new_tokens",
-"tokens_per_s" (new tokens per second after the prompt's forward pass),
+"tokens_per_s" (tokens per second of the decoding steps after the first new token),
 "prefill_s" and "stop_reason" ("stop" or "length").
 
 --temperature 0, the default, selects greedy decoding, which repeats exactly. Sampling
@@ -98,9 +99,19 @@ func runGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if limit := cfg.MaxPositionEmbeddings; limit > 0 && len(prompt)+gen.MaxNewTokens > limit {
-		slog.Warn("the prompt and the new tokens exceed max_position_embeddings of config.json; the model was not trained on such positions",
-			"prompt_tokens", len(prompt), "max_new_tokens", gen.MaxNewTokens, "max_position_embeddings", limit)
+	// The KV cache is allocated for the prompt and every new token, so the new tokens stop
+	// at max_position_embeddings, past which the model was not trained anyway.
+	if limit := cfg.MaxPositionEmbeddings; len(prompt) >= limit {
+		return fmt.Errorf("the prompt has %d tokens, at or above max_position_embeddings %d of config.json: shorten it", len(prompt), limit)
+	} else if gen.MaxNewTokens > limit-len(prompt) {
+		slog.Warn("lowering --max-new-tokens to fit max_position_embeddings of config.json",
+			"prompt_tokens", len(prompt), "requested", gen.MaxNewTokens, "max_new_tokens", limit-len(prompt), "max_position_embeddings", limit)
+		gen.MaxNewTokens = limit - len(prompt)
+	}
+
+	// Reject weights that do not match config.json before allocating the model for it.
+	if err := model.CheckWeights(cfg, modelDir); err != nil {
+		return err
 	}
 
 	be, err := cpu.New(cpu.Options{})
@@ -206,7 +217,9 @@ func generatePrompt(c *cli.Context, tok *tokenizer.Tokenizer) ([]int32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the prompt from stdin: %w", err)
 		}
-		text = string(data)
+		// One final line break ends the input, as echo and heredocs add it; it is not
+		// part of the prompt, as in the shell's $(...).
+		text = strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
 	}
 	if text == "" {
 		return nil, errors.New("the prompt is empty: pass --prompt TEXT or pipe the prompt on stdin")
@@ -346,8 +359,10 @@ func generateText(c *cli.Context, tok *tokenizer.Tokenizer, decoder *model.Decod
 	}
 	newTokens := len(result.IDs)
 	var tokensPerSec float64
-	if result.DecodeTime > 0 {
-		tokensPerSec = float64(newTokens) / result.DecodeTime.Seconds()
+	if result.DecodeTime > 0 && newTokens > 1 {
+		// The first new token comes from the prompt's forward pass, so decoding
+		// produced the other newTokens-1.
+		tokensPerSec = float64(newTokens-1) / result.DecodeTime.Seconds()
 	}
 	slog.Info("generate finished", "prompt_tokens", len(prompt), "new_tokens", newTokens, "stop_reason", result.StopReason,
 		"prefill_tokens_per_s", float64(len(prompt))/result.PrefillTime.Seconds(), "tokens_per_s", tokensPerSec)

@@ -175,7 +175,7 @@ func TestGeneratePromptSources(t *testing.T) {
 	out := runGenerateJSON(t, "--model", dir, "--chat", "--system", "Be brief.", "--no-thinking", "--prompt", "What is a ring?", "--max-new-tokens", "4")
 	assert.Equal(t, len(tok.Encode(chat)), out.PromptTokens, "chat prompt tokens")
 
-	fromFlag := runGenerateJSON(t, "--model", dir, "--prompt", "piped text\n", "--max-new-tokens", "5")
+	fromFlag := runGenerateJSON(t, "--model", dir, "--prompt", "piped text", "--max-new-tokens", "5")
 	cmd := exec.Command(ringtuneBin, "generate", "--json", "--model", dir, "--max-new-tokens", "5")
 	cmd.Env = append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn")
 	cmd.Stdin = strings.NewReader("piped text\n")
@@ -184,12 +184,12 @@ func TestGeneratePromptSources(t *testing.T) {
 	require.NoError(t, cmd.Run(), stderr.String())
 	var fromStdin generateOutput
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &fromStdin))
-	assert.Equal(t, fromFlag.IDs, fromStdin.IDs, "a prompt on stdin equals the same --prompt")
+	assert.Equal(t, fromFlag.IDs, fromStdin.IDs, "a prompt on stdin, less its final line break, equals the same --prompt")
 	assert.Equal(t, fromFlag.PromptTokens, fromStdin.PromptTokens)
 
 	tokDir := t.TempDir()
 	writeGenerateModel(t, tokDir, generateTestConfig, false)
-	separate := runGenerateJSON(t, "--model", tokDir, "--tokenizer", tinyTokenizerDir, "--prompt", "piped text\n", "--max-new-tokens", "5")
+	separate := runGenerateJSON(t, "--model", tokDir, "--tokenizer", tinyTokenizerDir, "--prompt", "piped text", "--max-new-tokens", "5")
 	assert.Equal(t, fromFlag.IDs, separate.IDs, "--tokenizer from another directory")
 }
 
@@ -317,3 +317,26 @@ func TestTextStreamHoldsSplitCharacters(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestGenerateRejectsMismatchedConfig(t *testing.T) {
+	dir := newGenerateModelDir(t)
+	path := filepath.Join(dir, "config.json")
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	// A config for a model a thousand times larger than the weights: the command must
+	// fail on the shapes before it allocates the model.
+	text := strings.Replace(string(raw), `"hidden_size": 32`, `"hidden_size": 32768`, 1)
+	require.NotEqual(t, string(raw), text)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+
+	_, stderr, err := runCLI(t, "generate", "--model", dir, "--prompt", "hi")
+	require.Error(t, err)
+	assert.Contains(t, stderr, "but the config gives")
+	assert.NotContains(t, stderr, "goroutine", "no stack trace")
+}
+
+func TestGenerateCapsNewTokens(t *testing.T) {
+	dir := newGenerateModelDir(t)
+	out := runGenerateJSON(t, "--model", dir, "--prompt", "hi", "--max-new-tokens", "9223372036854775807")
+	assert.LessOrEqual(t, out.PromptTokens+out.NewTokens, generateTestConfig.MaxPositionEmbeddings)
+}
