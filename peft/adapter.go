@@ -1,6 +1,7 @@
 package peft
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,12 +87,12 @@ func Load(dir string, base model.Config) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, WeightsFile)
-	f, err := checkpoint.Open(path)
+	f, err := OpenWeights(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	path := f.Path()
 	if err := cfg.CheckTensors(path, f.Tensors(), &base); err != nil {
 		return nil, err
 	}
@@ -109,6 +110,28 @@ func Load(dir string, base model.Config) (*Adapter, error) {
 	}
 	sortTensors(a.Tensors)
 	return a, nil
+}
+
+// pytorchWeightsFile is WEIGHTS_NAME in PEFT's src/peft/utils/constants.py: the
+// weights as torch.save pickles them, which PEFT writes with safe_serialization=False
+// and which older PEFT releases wrote by default.
+const pytorchWeightsFile = "adapter_model.bin"
+
+// OpenWeights opens dir/adapter_model.safetensors. When the directory has only
+// adapter_model.bin, it returns an ErrUnsupported error that explains how to convert it.
+func OpenWeights(dir string) (*checkpoint.File, error) {
+	path := filepath.Join(dir, WeightsFile)
+	f, err := checkpoint.Open(path)
+	if err == nil || !errors.Is(err, checkpoint.ErrNotFound) {
+		return f, err
+	}
+	bin := filepath.Join(dir, pytorchWeightsFile)
+	if _, statErr := os.Stat(bin); statErr != nil {
+		return nil, err
+	}
+	return nil, &Error{Path: bin, Kind: ErrUnsupported,
+		Msg: "the PyTorch .bin format is not supported, and " + WeightsFile + " is missing: convert the file to safetensors, for example in Python with " +
+			`safetensors.torch.save_file(torch.load("adapter_model.bin"), "adapter_model.safetensors", metadata={"format": "pt"})`}
 }
 
 // sortTensors orders tensors by layer, projection and A before B, the order of

@@ -229,6 +229,16 @@ func TestLoadRejectsMissingFiles(t *testing.T) {
 	assert.ErrorContains(t, err, filepath.Join(noWeights, peft.WeightsFile))
 }
 
+func TestLoadRejectsPyTorchWeights(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, peft.Write(dir, newRandomAdapter(t, attentionConfig(), checkpoint.F32, 8)))
+	require.NoError(t, os.Rename(filepath.Join(dir, peft.WeightsFile), filepath.Join(dir, "adapter_model.bin")))
+
+	_, err := peft.Load(dir, loadGoldenConfig(t))
+	requirePEFTError(t, err, peft.ErrUnsupported, filepath.Join(dir, "adapter_model.bin"),
+		"the PyTorch .bin format is not supported", "convert the file to safetensors", "safetensors.torch.save_file")
+}
+
 func TestLoadRejectsTruncatedWeights(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, peft.Write(dir, newRandomAdapter(t, attentionConfig(), checkpoint.F32, 9)))

@@ -38,8 +38,10 @@
 // Merge computes W' = W + scaling · B·A for every adapted weight in float64 and rounds
 // the result once to the base weight's dtype, to nearest even. PEFT's merge_and_unload
 // (default safe_merge=False, on CPU) computes scaling · B·A in the adapter's dtype,
-// float32 by default, and adds that rounded delta to the weight in place. On the F32
-// base of TestPythonCheckMerge the two differ in the last bits of 7,393 of 41,472
-// adapted elements, and on its BF16 base they agree on every element. Merge streams one
-// row at a time and holds only the adapter in memory.
+// float32 by default, and adds that rounded delta to the weight in place. The two were
+// compared with testdata/check_peft_format.py and torch on a 2-layer Qwen3 of hidden
+// size 48 with random weights and a rank-4 float32 adapter on all seven projections.
+// On an F32 base they differ in the last bits of 7,393 of 41,472 adapted elements, and
+// on a BF16 base they agree on every element. Merge streams one row at a time and holds
+// only the adapter in memory.
 package peft

@@ -13,7 +13,8 @@ var (
 	// has a value that PEFT would not accept either.
 	ErrInvalidConfig = errors.New("invalid adapter config")
 	// ErrUnsupported: a field requests a PEFT feature that this package does not
-	// implement, such as DoRA or rank_pattern.
+	// implement, such as DoRA or rank_pattern, or the weights are in PyTorch's .bin
+	// format.
 	ErrUnsupported = errors.New("unsupported adapter option")
 	// ErrTensor: adapter_model.safetensors has an unknown, missing or misshapen tensor.
 	ErrTensor = errors.New("invalid adapter tensor")

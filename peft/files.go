@@ -2,6 +2,7 @@ package peft
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,14 +18,15 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // copyFileAtomic copies src to dst through a temporary file that is renamed into place.
-func copyFileAtomic(src, dst string) error {
+// It stops with ctx's error once ctx is canceled.
+func copyFileAtomic(ctx context.Context, src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 	return writeAtomic(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
+		_, err := io.Copy(w, contextReader{ctx: ctx, r: in})
 		return err
 	})
 }

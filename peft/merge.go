@@ -2,6 +2,7 @@ package peft
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,9 +25,10 @@ type MergeOptions struct {
 	// means checkpoint.DefaultMaxShardSize (5 GB), the default of transformers'
 	// save_pretrained.
 	MaxShardSize int64
-	// Overwrite allows a non-empty output directory. Merge then writes into it in place:
-	// it replaces the files it writes and removes stale model shards, but leaves other
-	// files there. A failure can leave a mix of old and new files.
+	// Overwrite allows a non-empty output directory. Merge then moves the files it
+	// wrote into it, replacing files of the same names, and removes the model weight
+	// files that it did not write. Other files stay. A failure while the files move
+	// can leave a mix of old and new files.
 	Overwrite bool
 }
 
@@ -40,22 +42,38 @@ type MergeResult struct {
 	SkippedFiles []string // entries of the base directory not copied: weights in formats other than safetensors, adapter files and subdirectories
 }
 
-// Merge writes to outDir the base model in baseDir with the LoRA adapter in adapterDir
-// merged into its weights: W' = W + scaling · B·A. Each element is computed in float64
-// as W + scaling·Σ_k B[i,k]·A[k,j], summed in k order, and rounded once to W's dtype
-// (F32, BF16, F16 or F64), to nearest even. Other tensors are copied byte for byte, and
-// every output tensor keeps its base name, dtype and shape.
+// Merge writes to outDir the base model with the LoRA adapter in adapterDir merged into
+// its weights: W' = W + scaling · B·A. Each element is computed in float64 as
+// W + scaling·Σ_k B[i,k]·A[k,j], summed in k order, and rounded once to W's dtype (F32,
+// BF16, F16 or F64), to nearest even. Other tensors are copied byte for byte, and every
+// output tensor keeps its base name, dtype and shape.
 //
-// Merge checks the whole adapter against config.json and the base weights before it
-// writes anything. It then streams one row of one weight at a time, so memory holds the
-// adapter and a row, not the model. The weights are written as transformers'
-// save_pretrained shards them (checkpoint.WriteModel), and config.json, the tokenizer
-// files and every other file of baseDir that is not a weight file are copied.
+// base is a model directory, or the model.safetensors or model.safetensors.index.json
+// file in one, which selects the weights when the directory has both. config.json and
+// the other files are read from the directory.
 //
-// A new or empty outDir is written as a temporary sibling directory and renamed into
-// place at the end, so it is complete or absent. outDir must differ from baseDir and
-// adapterDir.
-func Merge(baseDir, adapterDir, outDir string, opts MergeOptions) (*MergeResult, error) {
+// Merge checks the whole adapter against config.json, and the base weights against
+// config.json, before it writes anything. It rejects base tensors that match no
+// parameter of config.json's model, except a tied lm_head.weight. It then streams one
+// row of one weight at a time, so memory holds the adapter and a row, not the model.
+// The weights are written as transformers' save_pretrained shards them
+// (checkpoint.WriteModel), and config.json, the tokenizer files and every other file of
+// the base directory that is not a weight file are copied.
+//
+// Everything is written to a temporary sibling of outDir named .OUT.merging-N first.
+// A new or empty outDir is replaced by it with one rename, so outDir is complete or
+// absent. With Overwrite, a non-empty outDir receives its files instead, one rename
+// each. On an error, or when ctx is canceled, Merge removes the temporary directory and
+// leaves outDir as it was. It checks ctx for every row and every 32 KiB copied, so it
+// stops soon after a cancel, but it does not interrupt an fsync or the final renames.
+// Before it starts, Merge removes the temporary directories of earlier merges into
+// outDir that were killed, on platforms with flock(2) (see removeStaleStages). outDir
+// must differ from the base and adapter directories.
+func Merge(ctx context.Context, base, adapterDir, outDir string, opts MergeOptions) (*MergeResult, error) {
+	baseDir := base
+	if info, err := os.Stat(base); err == nil && !info.IsDir() {
+		baseDir = filepath.Dir(base)
+	}
 	if err := checkOutputPath(baseDir, adapterDir, outDir); err != nil {
 		return nil, err
 	}
@@ -67,66 +85,117 @@ func Merge(baseDir, adapterDir, outDir string, opts MergeOptions) (*MergeResult,
 	if err != nil {
 		return nil, err
 	}
-	base, err := checkpoint.OpenModel(baseDir)
+	weights, err := checkpoint.OpenModel(base)
 	if err != nil {
 		return nil, err
 	}
-	defer base.Close()
-	if err := checkBaseWeights(base, cfg, adapter); err != nil {
+	defer weights.Close()
+	if err := checkBaseWeights(weights, cfg, adapter); err != nil {
 		return nil, err
+	}
+	existing, err := checkOutputDir(outDir, opts.Overwrite)
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, stoppedError(ctx, outDir, nil)
 	}
 
 	result := &MergeResult{Scaling: adapter.Config.Scaling()}
-	tensors := planMerge(base, adapter, result)
-
-	stage, inPlace, err := prepareOutput(outDir, opts.Overwrite)
+	tensors := planMerge(ctx, weights, adapter, result)
+	removeStaleStages(outDir)
+	stage, err := createStage(outDir)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeMerged(stage, baseDir, base, tensors, opts, result); err != nil {
-		if !inPlace {
-			os.RemoveAll(stage)
+	defer stage.release()
+	err = writeMerged(ctx, stage.path, baseDir, weights, tensors, opts, result)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		removeErr := stage.remove()
+		if ctx.Err() != nil {
+			return nil, stoppedError(ctx, outDir, removeErr)
+		}
+		if removeErr != nil {
+			return nil, fmt.Errorf("%w (and the temporary directory %s could not be removed: %v)", err, stage.path, removeErr)
 		}
 		return nil, err
 	}
-	if !inPlace {
-		if err := publishOutput(stage, outDir); err != nil {
-			os.RemoveAll(stage)
-			return nil, err
-		}
+
+	if existing {
+		err = moveIntoOutput(stage.path, outDir)
+	} else {
+		err = publishOutput(stage.path, outDir)
+	}
+	if err != nil {
+		stage.remove()
+		return nil, err
 	}
 	return result, nil
 }
 
-// checkOutputPath rejects an output directory that is the base or adapter directory.
-func checkOutputPath(baseDir, adapterDir, outDir string) error {
-	out, err := filepath.Abs(outDir)
-	if err != nil {
-		return err
-	}
-	outInfo, outErr := os.Stat(out)
-	for _, in := range []struct{ role, dir string }{{"base model", baseDir}, {"adapter", adapterDir}} {
-		abs, err := filepath.Abs(in.dir)
-		if err != nil {
-			return err
-		}
-		same := abs == out
-		if info, err := os.Stat(abs); err == nil && outErr == nil {
-			same = same || os.SameFile(info, outInfo)
-		}
-		if same {
-			return fmt.Errorf("output directory %s is the %s directory: write the merged model to a new directory", outDir, in.role)
-		}
-	}
-	return nil
+// stopError reports a merge stopped by its context. errors.Is matches both the
+// context's error and the cancel cause.
+type stopError struct {
+	msg           string
+	cause, ctxErr error
 }
 
-// checkBaseWeights checks that the weights have the tensors and shapes of config.json
-// and that every adapted weight has a dtype that Merge can compute in.
+func (e *stopError) Error() string   { return e.msg }
+func (e *stopError) Unwrap() []error { return []error{e.cause, e.ctxErr} }
+
+// stoppedError describes a merge that ctx stopped before any output was published.
+// removeErr is the error of removing the temporary directory, or nil.
+func stoppedError(ctx context.Context, outDir string, removeErr error) error {
+	cause := context.Cause(ctx)
+	msg := fmt.Sprintf("merge stopped before it finished (%v): nothing was written to %s", cause, outDir)
+	if removeErr != nil {
+		msg += fmt.Sprintf(", but its temporary directory could not be removed: %v", removeErr)
+	}
+	return &stopError{msg: msg, cause: cause, ctxErr: ctx.Err()}
+}
+
+// maxListedTensors is how many tensor names an error lists before it counts the rest.
+const maxListedTensors = 10
+
+// checkBaseWeights checks that the weights have exactly the tensors and shapes of
+// config.json, a tied lm_head.weight aside, and that every adapted weight has a dtype
+// that Merge can compute in.
 func checkBaseWeights(base *checkpoint.Model, cfg model.Config, adapter *Adapter) error {
-	for _, p := range cfg.Params() {
+	params := cfg.Params()
+	known := make(map[string]bool, len(params))
+	for _, p := range params {
+		known[p.Name] = true
+	}
+	var unknown []string
+	for _, info := range base.Tensors() {
+		if !known[info.Name] && !(info.Name == tiedHeadName && cfg.TieWordEmbeddings) {
+			unknown = append(unknown, info.Name)
+		}
+	}
+	if len(unknown) > 0 {
+		verb, pronoun := "match", "them"
+		if len(unknown) == 1 {
+			verb, pronoun = "matches", "it"
+		}
+		return &Error{Path: base.Path(), Kind: ErrBase,
+			Msg: fmt.Sprintf("%s %s no parameter of the Qwen3 model that config.json describes (%d layers, tie_word_embeddings %t): %s. Remove %s from the weights, or use the config.json of the model that the weights come from",
+				countNoun(len(unknown), "tensor", "tensors"), verb, cfg.NumLayers, cfg.TieWordEmbeddings, listNames(unknown, maxListedTensors), pronoun)}
+	}
+	if cfg.TieWordEmbeddings {
+		// Package model rejects a tied lm_head.weight of another shape, so the merged
+		// model would not load in ringtune.
+		params = append(params, model.ParamSpec{Name: tiedHeadName, Shape: []int{cfg.VocabSize, cfg.HiddenSize}})
+	}
+
+	for _, p := range params {
 		info, err := base.Info(p.Name)
 		if err != nil {
+			if p.Name == tiedHeadName {
+				continue // optional: the embedding is the head
+			}
 			return &Error{Path: base.Path(), Tensor: p.Name, Kind: ErrBase, Msg: "missing, but config.json describes a model that has it"}
 		}
 		if !slices.Equal(info.Shape, p.Shape) {
@@ -141,9 +210,30 @@ func checkBaseWeights(base *checkpoint.Model, cfg model.Config, adapter *Adapter
 	return nil
 }
 
+// tiedHeadName is the output head's tensor name. With tie_word_embeddings the
+// embedding is the head, and a checkpoint may still store lm_head.weight.
+const tiedHeadName = "lm_head.weight"
+
+// listNames joins up to max names with commas and counts the rest.
+func listNames(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+}
+
+// countNoun formats a count with the singular or plural noun.
+func countNoun(n int, singular, plural string) string {
+	if n == 1 {
+		return "1 " + singular
+	}
+	return fmt.Sprintf("%d %s", n, plural)
+}
+
 // planMerge lists the output tensors in the base's order: adapted weights as merge
-// sources, the rest as copies.
-func planMerge(base *checkpoint.Model, adapter *Adapter, result *MergeResult) []checkpoint.Tensor {
+// sources, the rest as copies. Every source stops with ctx's error once ctx is
+// canceled.
+func planMerge(ctx context.Context, base *checkpoint.Model, adapter *Adapter, result *MergeResult) []checkpoint.Tensor {
 	infos := base.Tensors()
 	tensors := make([]checkpoint.Tensor, len(infos))
 	for i, info := range infos {
@@ -157,9 +247,47 @@ func planMerge(base *checkpoint.Model, adapter *Adapter, result *MergeResult) []
 			t.Data = checkpoint.FromTensor(base, info.Name)
 			result.Copied++
 		}
+		t.Data = cancelableSource{ctx: ctx, src: t.Data}
 		tensors[i] = t
 	}
 	return tensors
+}
+
+// cancelableSource passes a Source's writes on until its context is canceled.
+type cancelableSource struct {
+	ctx context.Context
+	src checkpoint.Source
+}
+
+func (s cancelableSource) WriteData(w io.Writer, dtype checkpoint.DType, n int64) error {
+	return s.src.WriteData(contextWriter{ctx: s.ctx, w: w}, dtype, n)
+}
+
+// contextWriter fails every write once ctx is canceled. mergeSource writes one row per
+// call and io.Copy 32 KiB, so a canceled merge stops within a row or 32 KiB.
+type contextWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c contextWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// contextReader fails every read once ctx is canceled.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // mergeSource computes one merged weight row by row while checkpoint.Write streams it.
@@ -210,51 +338,8 @@ func (s *mergeSource) WriteData(w io.Writer, dtype checkpoint.DType, n int64) er
 	return nil
 }
 
-// prepareOutput returns the directory to write into. A missing or empty outDir gets a
-// temporary sibling that publishOutput renames, and a non-empty one with overwrite is
-// written in place.
-func prepareOutput(outDir string, overwrite bool) (stage string, inPlace bool, err error) {
-	entries, err := os.ReadDir(outDir)
-	switch {
-	case err == nil && len(entries) > 0:
-		if !overwrite {
-			return "", false, fmt.Errorf("%s: %w (%d entries): choose a new or empty directory", outDir, ErrOutputExists, len(entries))
-		}
-		return outDir, true, nil
-	case err != nil && !errors.Is(err, os.ErrNotExist):
-		if info, statErr := os.Stat(outDir); statErr == nil && !info.IsDir() {
-			return "", false, fmt.Errorf("output path %s is a file, not a directory", outDir)
-		}
-		return "", false, err
-	}
-	parent := filepath.Dir(filepath.Clean(outDir))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return "", false, err
-	}
-	stage, err = os.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(outDir))+".merging-*")
-	if err != nil {
-		return "", false, err
-	}
-	return stage, false, nil
-}
-
-// publishOutput renames the finished stage directory to outDir, which is missing or
-// empty.
-func publishOutput(stage, outDir string) error {
-	if err := os.Chmod(stage, 0o755); err != nil { // MkdirTemp creates it with mode 0700
-		return err
-	}
-	if err := os.Remove(outDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("cannot replace the empty output directory: %w", err)
-	}
-	if err := os.Rename(stage, outDir); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(filepath.Clean(outDir)))
-}
-
 // writeMerged writes the weights and copies the other files of baseDir into dir.
-func writeMerged(dir, baseDir string, base *checkpoint.Model, tensors []checkpoint.Tensor, opts MergeOptions, result *MergeResult) error {
+func writeMerged(ctx context.Context, dir, baseDir string, base *checkpoint.Model, tensors []checkpoint.Tensor, opts MergeOptions, result *MergeResult) error {
 	err := checkpoint.WriteModel(dir, tensors, checkpoint.ModelOptions{MaxShardSize: opts.MaxShardSize, Metadata: base.Metadata()})
 	if err != nil {
 		return err
@@ -268,7 +353,7 @@ func writeMerged(dir, baseDir string, base *checkpoint.Model, tensors []checkpoi
 			result.WeightFiles = append(result.WeightFiles, e.Name())
 		}
 	}
-	return copyBaseFiles(baseDir, dir, result)
+	return copyBaseFiles(ctx, baseDir, dir, result)
 }
 
 // copyBaseFiles copies the regular files of baseDir that are not weights: config.json,
@@ -276,7 +361,7 @@ func writeMerged(dir, baseDir string, base *checkpoint.Model, tensors []checkpoi
 // merges.txt, README.md and the like. Symbolic links, as in a Hugging Face cache
 // snapshot, are followed. Hidden files and the safetensors weights, which the merge
 // rewrites, are left out of result.SkippedFiles.
-func copyBaseFiles(baseDir, outDir string, result *MergeResult) error {
+func copyBaseFiles(ctx context.Context, baseDir, outDir string, result *MergeResult) error {
 	entries, err := os.ReadDir(baseDir)
 	if err != nil {
 		return err
@@ -298,7 +383,7 @@ func copyBaseFiles(baseDir, outDir string, result *MergeResult) error {
 			result.SkippedFiles = append(result.SkippedFiles, name)
 			continue
 		}
-		if err := copyFileAtomic(src, filepath.Join(outDir, name)); err != nil {
+		if err := copyFileAtomic(ctx, src, filepath.Join(outDir, name)); err != nil {
 			return fmt.Errorf("cannot copy %s: %w", src, err)
 		}
 		result.CopiedFiles = append(result.CopiedFiles, name)

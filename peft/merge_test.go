@@ -61,7 +61,7 @@ func TestMergeMatchesFloat64Reference(t *testing.T) {
 	f := newMergeFixture(t, checkpoint.F32, 0, cfg, checkpoint.F32)
 	out := filepath.Join(t.TempDir(), "merged")
 
-	result, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{})
+	result, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 2.0, result.Scaling)
 	assert.Equal(t, 14, result.Merged, "2 layers × 7 projections")
@@ -113,7 +113,7 @@ func TestMergeHalfPrecisionRoundsOnce(t *testing.T) {
 			cfg.TargetModules = []string{"q_proj", "down_proj"}
 			f := newMergeFixture(t, dtype, 0, cfg, dtype)
 			out := filepath.Join(t.TempDir(), "merged")
-			_, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{})
+			_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{})
 			require.NoError(t, err)
 
 			m, err := checkpoint.OpenModel(out)
@@ -167,7 +167,7 @@ func TestMergeBF16AvoidsDoubleRounding(t *testing.T) {
 	require.NoError(t, peft.Write(adapterDir, a))
 
 	out := filepath.Join(t.TempDir(), "merged")
-	_, err = peft.Merge(baseDir, adapterDir, out, peft.MergeOptions{})
+	_, err = peft.Merge(t.Context(), baseDir, adapterDir, out, peft.MergeOptions{})
 	require.NoError(t, err)
 	m, err := checkpoint.OpenModel(out)
 	require.NoError(t, err)
@@ -189,7 +189,7 @@ func TestMergeShardedBase(t *testing.T) {
 	require.NoError(t, err, "the base is sharded")
 
 	out := filepath.Join(t.TempDir(), "merged")
-	result, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{MaxShardSize: maxShard})
+	result, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{MaxShardSize: maxShard})
 	require.NoError(t, err)
 	assert.Equal(t, 4.0, result.Scaling, "rs-LoRA: 8 / sqrt(4)")
 	assert.Contains(t, result.WeightFiles, checkpoint.IndexFileName)
@@ -229,7 +229,7 @@ func TestMergeCopiesNonWeightFiles(t *testing.T) {
 	require.NoError(t, os.Symlink(blob, filepath.Join(f.baseDir, "README.md")))
 
 	out := filepath.Join(t.TempDir(), "merged")
-	result, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{})
+	result, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{})
 	require.NoError(t, err)
 
 	wantCopied := []string{"README.md", "config.json"}
@@ -268,26 +268,27 @@ func TestMergeCopiesNonWeightFiles(t *testing.T) {
 func TestMergeOutputDirectoryRules(t *testing.T) {
 	f := newMergeFixture(t, checkpoint.F32, 0, attentionConfig(), checkpoint.F32)
 
-	_, err := peft.Merge(f.baseDir, f.adapterDir, f.baseDir, peft.MergeOptions{Overwrite: true})
+	_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, f.baseDir, peft.MergeOptions{Overwrite: true})
 	assert.ErrorContains(t, err, "is the base model directory")
-	_, err = peft.Merge(f.baseDir, f.adapterDir, f.baseDir+"/.", peft.MergeOptions{Overwrite: true})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, f.baseDir+"/.", peft.MergeOptions{Overwrite: true})
 	assert.ErrorContains(t, err, "is the base model directory")
-	_, err = peft.Merge(f.baseDir, f.adapterDir, f.adapterDir, peft.MergeOptions{Overwrite: true})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, f.adapterDir, peft.MergeOptions{Overwrite: true})
 	assert.ErrorContains(t, err, "is the adapter directory")
 
 	busy := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(busy, "old.txt"), []byte("old"), 0o644))
-	_, err = peft.Merge(f.baseDir, f.adapterDir, busy, peft.MergeOptions{})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, busy, peft.MergeOptions{})
 	require.ErrorIs(t, err, peft.ErrOutputExists)
 	assert.ErrorContains(t, err, busy)
+	assert.ErrorContains(t, err, "(1 entry)")
 
-	_, err = peft.Merge(f.baseDir, f.adapterDir, busy, peft.MergeOptions{Overwrite: true})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, busy, peft.MergeOptions{Overwrite: true})
 	require.NoError(t, err)
 	_, err = os.Stat(filepath.Join(busy, "model.safetensors"))
 	assert.NoError(t, err)
 
 	empty := t.TempDir()
-	_, err = peft.Merge(f.baseDir, f.adapterDir, empty, peft.MergeOptions{})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, empty, peft.MergeOptions{})
 	require.NoError(t, err, "an empty directory is not overwritten")
 	_, err = os.Stat(filepath.Join(empty, "config.json"))
 	assert.NoError(t, err)
@@ -301,7 +302,7 @@ func TestMergeFailureLeavesNoOutput(t *testing.T) {
 	// A dangling link among the files to copy fails the merge after the weights are
 	// written.
 	require.NoError(t, os.Symlink(filepath.Join(parent, "absent"), filepath.Join(f.baseDir, "tokenizer.model")))
-	_, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{})
+	_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{})
 	require.ErrorContains(t, err, "tokenizer.model")
 
 	entries, err := os.ReadDir(parent)
@@ -326,7 +327,7 @@ func TestMergeRejectsMismatchedBase(t *testing.T) {
 	}
 	require.NoError(t, checkpoint.WriteModel(f.baseDir, tensors, checkpoint.ModelOptions{}))
 
-	_, err := peft.Merge(f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
+	_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
 	requirePEFTError(t, err, peft.ErrBase, `tensor "model.layers.1.self_attn.k_proj.weight"`, "shape [16 48]", "[32 48]")
 }
 
@@ -339,6 +340,78 @@ func TestMergeRejectsAdapterForOtherModel(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, peft.Write(f.adapterDir, a))
 
-	_, err = peft.Merge(f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
 	requirePEFTError(t, err, peft.ErrTensor, "adapter_model.safetensors", "lora_A.weight", "shape [4 64]", "expected [4 48]")
+}
+
+// writeWeights writes zero F32 tensors with the parameters of the golden config, plus
+// extra tensors by name and shape, as the weights of dir.
+func writeWeights(t *testing.T, dir string, extra map[string][]int) {
+	t.Helper()
+	var tensors []checkpoint.Tensor
+	add := func(name string, shape []int) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		tensors = append(tensors, checkpoint.Tensor{Name: name, DType: checkpoint.F32, Shape: shape, Data: checkpoint.FromFloat32(make([]float32, n))})
+	}
+	for _, p := range loadGoldenConfig(t).Params() {
+		add(p.Name, p.Shape)
+	}
+	for name, shape := range extra {
+		add(name, shape)
+	}
+	require.NoError(t, checkpoint.WriteModel(dir, tensors, checkpoint.ModelOptions{}))
+}
+
+func TestMergeRejectsUnknownBaseTensors(t *testing.T) {
+	f := newMergeFixture(t, checkpoint.F32, 0, attentionConfig(), checkpoint.F32)
+	writeWeights(t, f.baseDir, map[string][]int{"model.layers.9.mlp.bogus.weight": {4, 4}, "model.rotary_emb.inv_freq": {8}})
+	parent := t.TempDir()
+
+	_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, filepath.Join(parent, "out"), peft.MergeOptions{})
+	requirePEFTError(t, err, peft.ErrBase, filepath.Join(f.baseDir, checkpoint.SingleFileName),
+		"2 tensors match no parameter of the Qwen3 model that config.json describes (2 layers, tie_word_embeddings true)",
+		"model.layers.9.mlp.bogus.weight", "model.rotary_emb.inv_freq")
+	entries, err := os.ReadDir(parent)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing is written")
+}
+
+func TestMergeCopiesTiedHead(t *testing.T) {
+	f := newMergeFixture(t, checkpoint.F32, 0, attentionConfig(), checkpoint.F32)
+	cfg := loadGoldenConfig(t)
+	writeWeights(t, f.baseDir, map[string][]int{"lm_head.weight": {cfg.VocabSize, cfg.HiddenSize}})
+	out := filepath.Join(t.TempDir(), "out")
+	result, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{})
+	require.NoError(t, err, "tie_word_embeddings is true, so lm_head.weight is the embedding's copy")
+	assert.Equal(t, 25-8, result.Copied)
+
+	writeWeights(t, f.baseDir, map[string][]int{"lm_head.weight": {cfg.VocabSize, 16}})
+	_, err = peft.Merge(t.Context(), f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
+	requirePEFTError(t, err, peft.ErrBase, `tensor "lm_head.weight"`, "shape [250 16], but config.json gives [250 48]")
+}
+
+func TestMergeBaseWeightsFile(t *testing.T) {
+	f := newMergeFixture(t, checkpoint.F32, 16<<10, attentionConfig(), checkpoint.F32)
+	// A leftover single file next to the shards makes the directory ambiguous.
+	require.NoError(t, os.WriteFile(filepath.Join(f.baseDir, checkpoint.SingleFileName), []byte("stale"), 0o644))
+	_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, filepath.Join(t.TempDir(), "out"), peft.MergeOptions{})
+	require.ErrorIs(t, err, checkpoint.ErrInvalidIndex)
+
+	out := filepath.Join(t.TempDir(), "out")
+	result, err := peft.Merge(t.Context(), filepath.Join(f.baseDir, checkpoint.IndexFileName), f.adapterDir, out, peft.MergeOptions{})
+	require.NoError(t, err, "the index selects the shards")
+	assert.Contains(t, result.CopiedFiles, "config.json", "the other files come from the index's directory")
+	got, _ := readModel(t, out)
+	for name, ref := range f.reference(t) {
+		mismatches := 0
+		for i := range ref {
+			if got[name][i] != float32(ref[i]) {
+				mismatches++
+			}
+		}
+		assert.Zero(t, mismatches, name)
+	}
 }

@@ -134,7 +134,7 @@ func TestMergedForwardEqualsAdapter(t *testing.T) {
 	baseDir, adapterDir, mergedDir := filepath.Join(root, "base"), filepath.Join(root, "adapter"), filepath.Join(root, "merged")
 	require.NoError(t, m.SaveBase(baseDir))
 	require.NoError(t, peft.SaveAdapter(m, adapterDir, baseDir))
-	_, err := peft.Merge(baseDir, adapterDir, mergedDir, peft.MergeOptions{})
+	_, err := peft.Merge(t.Context(), baseDir, adapterDir, mergedDir, peft.MergeOptions{})
 	require.NoError(t, err)
 
 	merged := newModel(t, model.Options{})

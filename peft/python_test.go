@@ -103,7 +103,7 @@ func TestPythonCheckMerge(t *testing.T) {
 		t.Run(string(dtype), func(t *testing.T) {
 			f := newMergeFixture(t, dtype, 16<<10, cfg, checkpoint.F32)
 			out := filepath.Join(t.TempDir(), "merged")
-			_, err := peft.Merge(f.baseDir, f.adapterDir, out, peft.MergeOptions{MaxShardSize: 16 << 10})
+			_, err := peft.Merge(t.Context(), f.baseDir, f.adapterDir, out, peft.MergeOptions{MaxShardSize: 16 << 10})
 			require.NoError(t, err)
 
 			output, err := runCheckScript(t, py, f.adapterDir, "--base-config", goldenConfig, "--base-dir", f.baseDir, "--merged-dir", out)

@@ -220,7 +220,7 @@ func TestGenerateAdapter(t *testing.T) {
 		adapter := t.TempDir()
 		writeGenerateAdapter(t, adapter, rsLoRA)
 		merged := filepath.Join(t.TempDir(), "merged")
-		_, err := peft.Merge(base, adapter, merged, peft.MergeOptions{})
+		_, err := peft.Merge(t.Context(), base, adapter, merged, peft.MergeOptions{})
 		require.NoError(t, err)
 
 		withAdapter := runGenerateJSON(t, append(args, "--adapter", adapter)...).IDs

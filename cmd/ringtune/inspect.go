@@ -26,16 +26,18 @@ func inspectCommand() *cli.Command {
 		ArgsUsage: "PATH",
 		Description: `PATH is a Hugging Face model directory (config.json and safetensors weights), a PEFT
 adapter directory (adapter_config.json and adapter_model.safetensors) or one
-.safetensors file. inspect prints the configuration, the tensor and parameter counts,
-the dtypes and the size on disk. For an adapter, the base model is --base, or else
-base_model_name_or_path when that is a local directory. With a base, the adapter's
-shapes are checked against it and its parameters are given as a percentage of the
-base's.
+.safetensors file. A config.json or adapter_config.json path selects its directory, and
+a model.safetensors.index.json the model in its directory with those weights, which
+chooses them when the directory also has a model.safetensors. inspect prints the
+configuration, the tensor and parameter counts, the dtypes and the size on disk. For
+an adapter, the base model is --base, or else base_model_name_or_path when that is a
+local directory. With a base, the adapter's shapes are checked against it and its
+parameters are given as a percentage of the base's.
 
 --json prints one object with these keys:
   kind           "model", "adapter" or "safetensors"
   path           PATH as given
-  files          weight files, relative to PATH
+  files          weight files, relative to the model or adapter directory
   tensors        number of tensors
   parameters     number of elements of all tensors
   dtypes         per dtype: {"tensors", "parameters", "bytes"}
@@ -45,7 +47,10 @@ For a model:
   config             config.json: model_type and the fields ringtune reads
   config_parameters  parameters that config.json implies, tied embeddings counted once
   config_mismatches  tensors that config.json implies but the weights lack or shape
-                     differently, as messages; empty when they agree
+                     differently, and tensors of the weights that match no parameter
+                     of config.json's model, as messages; empty when they agree.
+                     A tied lm_head.weight of the embedding's shape is not listed,
+                     because generate ignores it
 For an adapter:
   config                  peft_type, r, lora_alpha, lora_dropout, scaling, use_rslora,
                           target_modules, exclude_modules, layers_to_transform,
@@ -141,9 +146,15 @@ func (r inspectReport) MarshalJSON() ([]byte, error) {
 	}{plain(r), r.adapter})
 }
 
+// pathForms lists what inspect's PATH can be.
+const pathForms = "a model directory, a PEFT adapter directory, a .safetensors file, or a config.json, adapter_config.json or model.safetensors.index.json file"
+
+// errBaseForModel rejects --base for a PATH that is not an adapter.
+var errBaseForModel = errors.New("--base applies to adapter directories only")
+
 func runInspect(c *cli.Context) error {
 	if c.NArg() == 0 {
-		return errors.New("inspect needs one PATH: a model directory, an adapter directory or a .safetensors file")
+		return errors.New("inspect needs one PATH: " + pathForms)
 	}
 	path := c.Args().First()
 	// urfave/cli stops parsing flags at the first argument, so flags after PATH, as in
@@ -164,21 +175,10 @@ func runInspect(c *cli.Context) error {
 	}
 
 	var report *inspectReport
-	switch {
-	case !info.IsDir():
-		if *baseFlag != "" {
-			return errors.New("--base applies to adapter directories only")
-		}
-		report, err = inspectFile(path)
-	case fileExists(filepath.Join(path, peft.ConfigFile)):
-		report, err = inspectAdapter(path, *baseFlag)
-	case fileExists(filepath.Join(path, model.ConfigFile)):
-		if *baseFlag != "" {
-			return errors.New("--base applies to adapter directories only")
-		}
-		report, err = inspectModel(path)
-	default:
-		return fmt.Errorf("%s has neither %s (a model directory) nor %s (a PEFT adapter directory)", path, model.ConfigFile, peft.ConfigFile)
+	if info.IsDir() {
+		report, err = inspectDir(path, *baseFlag)
+	} else {
+		report, err = inspectPathFile(path, *baseFlag)
 	}
 	if err != nil {
 		return err
@@ -191,6 +191,60 @@ func runInspect(c *cli.Context) error {
 	}
 	printInspect(c.App.Writer, report)
 	return nil
+}
+
+// inspectDir inspects a model or adapter directory.
+func inspectDir(dir, baseFlag string) (*inspectReport, error) {
+	switch {
+	case fileExists(filepath.Join(dir, peft.ConfigFile)):
+		return inspectAdapter(dir, dir, baseFlag)
+	case !fileExists(filepath.Join(dir, model.ConfigFile)):
+		return nil, fmt.Errorf("%s has neither %s (a model directory) nor %s (a PEFT adapter directory)", dir, model.ConfigFile, peft.ConfigFile)
+	case baseFlag != "":
+		return nil, errBaseForModel
+	}
+	if err := checkUnambiguousWeights(dir, "PATH"); err != nil {
+		return nil, err
+	}
+	return inspectModel(dir, dir, dir)
+}
+
+// inspectPathFile inspects a file: a safetensors file, or a JSON file that selects the
+// model or adapter in its directory.
+func inspectPathFile(path, baseFlag string) (*inspectReport, error) {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	switch {
+	case name == peft.ConfigFile:
+		return inspectAdapter(path, dir, baseFlag)
+	case baseFlag != "":
+		return nil, errBaseForModel
+	case name == model.ConfigFile:
+		if err := checkUnambiguousWeights(dir, "PATH"); err != nil {
+			return nil, err
+		}
+		return inspectModel(path, dir, dir)
+	case strings.HasSuffix(name, ".safetensors.index.json"):
+		if !fileExists(filepath.Join(dir, model.ConfigFile)) {
+			return nil, fmt.Errorf("cannot inspect %s: the index needs %s next to it. Inspect a shard as a .safetensors file instead", path, model.ConfigFile)
+		}
+		return inspectModel(path, dir, path)
+	case strings.HasSuffix(name, ".safetensors"):
+		return inspectFile(path)
+	case strings.HasSuffix(name, ".bin") || strings.HasSuffix(name, ".bin.index.json"):
+		return nil, fmt.Errorf("cannot inspect %s: PyTorch .bin weights are not supported. Convert them to safetensors", path)
+	}
+	return nil, fmt.Errorf("cannot inspect %s: PATH must be %s", path, pathForms)
+}
+
+// checkUnambiguousWeights rejects a model directory with both model.safetensors and
+// model.safetensors.index.json, naming the command-line argument that chooses one.
+// checkpoint.OpenModel rejects such a directory too, but its message is for Go callers.
+func checkUnambiguousWeights(dir, argument string) error {
+	if !fileExists(filepath.Join(dir, checkpoint.SingleFileName)) || !fileExists(filepath.Join(dir, checkpoint.IndexFileName)) {
+		return nil
+	}
+	return fmt.Errorf("%s contains both %s and %s, so the weights to use are unclear: delete the stale one, or pass the file to use as %s",
+		dir, checkpoint.SingleFileName, checkpoint.IndexFileName, argument)
 }
 
 func fileExists(path string) bool {
@@ -258,18 +312,20 @@ func inspectFile(path string) (*inspectReport, error) {
 	return r, nil
 }
 
-func inspectModel(dir string) (*inspectReport, error) {
+// inspectModel reports the model in dir with the weights at weights: dir itself, or an
+// index or safetensors file in it. path is PATH as given.
+func inspectModel(path, dir, weights string) (*inspectReport, error) {
 	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	m, err := checkpoint.OpenModel(dir)
+	m, err := checkpoint.OpenModel(weights)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 
-	r := &inspectReport{Kind: "model", Path: dir, Config: modelConfigSummary{ModelType: "qwen3", Config: cfg}}
+	r := &inspectReport{Kind: "model", Path: path, Config: modelConfigSummary{ModelType: "qwen3", Config: cfg}}
 	r.countTensors(m.Tensors())
 	for _, file := range m.Files() {
 		r.Files = append(r.Files, filepath.Base(file))
@@ -282,8 +338,22 @@ func inspectModel(dir string) (*inspectReport, error) {
 	}
 
 	configParams := cfg.NumParams()
+	mismatches := configMismatches(cfg, m)
+	r.ConfigParameters, r.ConfigMismatches = &configParams, &mismatches
+	return r, nil
+}
+
+// tiedHeadName is the output head's tensor name. With tie_word_embeddings the embedding
+// is the head, and package model ignores an lm_head.weight of the embedding's shape.
+const tiedHeadName = "lm_head.weight"
+
+// configMismatches lists, as messages, the tensors that cfg implies but m lacks or
+// shapes differently, then the tensors of m that match no parameter of cfg's model.
+func configMismatches(cfg model.Config, m *checkpoint.Model) []string {
 	mismatches := []string{}
+	known := map[string]bool{}
 	for _, p := range cfg.Params() {
+		known[p.Name] = true
 		info, err := m.Info(p.Name)
 		switch {
 		case err != nil:
@@ -292,21 +362,33 @@ func inspectModel(dir string) (*inspectReport, error) {
 			mismatches = append(mismatches, fmt.Sprintf("%s: shape %v, config.json implies %v", p.Name, info.Shape, p.Shape))
 		}
 	}
-	r.ConfigParameters, r.ConfigMismatches = &configParams, &mismatches
-	return r, nil
+	for _, info := range m.Tensors() {
+		switch {
+		case known[info.Name]:
+		case info.Name == tiedHeadName && cfg.TieWordEmbeddings:
+			if head := []int{cfg.VocabSize, cfg.HiddenSize}; !slices.Equal(info.Shape, head) {
+				mismatches = append(mismatches, fmt.Sprintf("%s: shape %v, but tie_word_embeddings is true, so it must be the embedding's %v", info.Name, info.Shape, head))
+			}
+		default:
+			mismatches = append(mismatches, fmt.Sprintf("%s: not a parameter of the Qwen3 model that config.json describes (%d layers, tie_word_embeddings %t)",
+				info.Name, cfg.NumLayers, cfg.TieWordEmbeddings))
+		}
+	}
+	return mismatches
 }
 
-func inspectAdapter(dir, baseFlag string) (*inspectReport, error) {
+// inspectAdapter reports the adapter in dir. path is PATH as given.
+func inspectAdapter(path, dir, baseFlag string) (*inspectReport, error) {
 	cfg, err := peft.ReadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	weights := filepath.Join(dir, peft.WeightsFile)
-	f, err := checkpoint.Open(weights)
+	f, err := peft.OpenWeights(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	weights := f.Path()
 
 	adapter := &adapterReport{}
 	base, err := resolveAdapterBase(cfg, baseFlag, adapter)
@@ -317,7 +399,7 @@ func inspectAdapter(dir, baseFlag string) (*inspectReport, error) {
 		return nil, err
 	}
 
-	r := &inspectReport{Kind: "adapter", Path: dir, Files: []string{peft.WeightsFile}, adapter: adapter}
+	r := &inspectReport{Kind: "adapter", Path: path, Files: []string{peft.WeightsFile}, adapter: adapter}
 	r.Config = adapterConfigSummary{
 		PEFTType: "LORA", Rank: cfg.Rank, Alpha: cfg.Alpha, Dropout: cfg.Dropout, Scaling: cfg.Scaling(),
 		UseRSLoRA: cfg.UseRSLoRA, TargetModules: cfg.TargetModules, ExcludeModules: cfg.ExcludeModules,
@@ -404,7 +486,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 	case r.ConfigParameters != nil:
 		row("parameters", "%s (config.json implies %s)", thousands(r.Parameters), thousands(*r.ConfigParameters))
 		if len(*r.ConfigMismatches) == 0 {
-			row("check", "the weights have every tensor of config.json with its shape")
+			row("check", "the weights have every tensor of config.json with its shape, and no other tensors")
 		}
 		for _, m := range *r.ConfigMismatches {
 			row("mismatch", "%s", m)
@@ -434,9 +516,17 @@ func printInspect(w io.Writer, r *inspectReport) {
 			label = "dtypes"
 		}
 		s := r.DTypes[d]
-		row(label, "%-5s %d tensors, %s parameters, %s", d, s.Tensors, thousands(s.Parameters), humanBytes(s.Bytes))
+		row(label, "%-5s %s, %s parameters, %s", d, countNoun(s.Tensors, "tensor", "tensors"), thousands(s.Parameters), humanBytes(s.Bytes))
 	}
 	row("size", "%s on disk, of which weights %s", humanBytes(r.SizeBytes), humanBytes(r.WeightsBytes))
+}
+
+// countNoun formats a count with the singular or plural noun.
+func countNoun(n int, singular, plural string) string {
+	if n == 1 {
+		return "1 " + singular
+	}
+	return fmt.Sprintf("%d %s", n, plural)
 }
 
 // thousands formats n with commas between groups of three digits.

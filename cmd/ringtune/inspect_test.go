@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringtune/ringtune/model"
 )
 
 // decodeInspectJSON checks that stdout holds exactly one JSON object and returns it.
@@ -84,7 +86,7 @@ func TestInspectModelText(t *testing.T) {
 	assert.Contains(t, stdout, "qwen3: 2 layers, hidden 48, intermediate 80, 4 heads (2 key/value) of 16, vocab 250, tied embeddings")
 	assert.Contains(t, stdout, "model.safetensors.index.json")
 	assert.Contains(t, stdout, "tensors     24")
-	assert.Contains(t, stdout, "the weights have every tensor of config.json with its shape")
+	assert.Contains(t, stdout, "the weights have every tensor of config.json with its shape, and no other tensors")
 	assert.Contains(t, stdout, "BF16  24 tensors")
 }
 
@@ -99,6 +101,90 @@ func TestInspectModelMismatch(t *testing.T) {
 	stdout, stderr, err := runCLI(t, "inspect", dir)
 	require.NoError(t, err, stderr)
 	assert.Contains(t, stdout, "model.layers.0.mlp.gate_proj.weight: shape [80 48], config.json implies [96 48]")
+}
+
+func TestInspectModelExtraTensor(t *testing.T) {
+	dir := t.TempDir()
+	writeTestModel(t, dir, 0)
+	addBogusTensor(t, dir)
+
+	stdout, stderr, err := runCLI(t, "inspect", dir, "--json")
+	require.NoError(t, err, stderr)
+	out := decodeInspectJSON(t, stdout)
+	assert.Equal(t, []any{"model.layers.9.mlp.bogus.weight: not a parameter of the Qwen3 model that config.json describes (2 layers, tie_word_embeddings true)"},
+		out["config_mismatches"])
+
+	stdout, stderr, err = runCLI(t, "inspect", dir)
+	require.NoError(t, err, stderr)
+	assert.Contains(t, stdout, "mismatch    model.layers.9.mlp.bogus.weight: not a parameter")
+	assert.NotContains(t, stdout, "no other tensors")
+	assert.Contains(t, stdout, "F32   1 tensor, 4 parameters", "the bogus tensor is the only F32 one")
+}
+
+func TestInspectJSONPaths(t *testing.T) {
+	dir := t.TempDir()
+	writeTestModel(t, dir, 8<<10)
+
+	for _, name := range []string{"config.json", "model.safetensors.index.json"} {
+		path := filepath.Join(dir, name)
+		stdout, stderr, err := runCLI(t, "inspect", path, "--json")
+		require.NoError(t, err, stderr)
+		out := decodeInspectJSON(t, stdout)
+		assert.Equal(t, "model", out["kind"], name)
+		assert.Equal(t, path, out["path"], name)
+		assert.Equal(t, json.Number("24"), out["tensors"], name)
+		assert.Equal(t, []any{}, out["config_mismatches"], name)
+		assert.Contains(t, out["files"], "model.safetensors.index.json", name)
+	}
+
+	adapterDir := t.TempDir()
+	writeTestAdapter(t, adapterDir, mustLoadConfig(t, dir), dir)
+	stdout, stderr, err := runCLI(t, "inspect", filepath.Join(adapterDir, "adapter_config.json"), "--json")
+	require.NoError(t, err, stderr)
+	assert.Equal(t, "adapter", decodeInspectJSON(t, stdout)["kind"])
+
+	other := filepath.Join(dir, "tokenizer.json")
+	_, stderr, err = runCLI(t, "inspect", other)
+	requireExitCode(t, err, 1)
+	assert.Contains(t, stderr, "cannot inspect "+other+": PATH must be a model directory, a PEFT adapter directory, a .safetensors file")
+	assert.NotContains(t, stderr, "header")
+}
+
+func mustLoadConfig(t *testing.T, dir string) model.Config {
+	t.Helper()
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	return cfg
+}
+
+func TestInspectAmbiguousWeights(t *testing.T) {
+	dir := t.TempDir()
+	writeTestModel(t, dir, 8<<10)
+	addStaleSingleFile(t, dir)
+
+	for _, path := range []string{dir, filepath.Join(dir, "config.json")} {
+		_, stderr, err := runCLI(t, "inspect", path)
+		requireExitCode(t, err, 1)
+		assert.Contains(t, stderr, dir+" contains both model.safetensors and model.safetensors.index.json", path)
+		assert.Contains(t, stderr, "delete the stale one, or pass the file to use as PATH", path)
+		assert.NotContains(t, stderr, "OpenModel", path)
+	}
+
+	stdout, stderr, err := runCLI(t, "inspect", filepath.Join(dir, "model.safetensors.index.json"))
+	require.NoError(t, err, stderr)
+	assert.Contains(t, stdout, "no other tensors", "the index chooses the shards")
+}
+
+func TestInspectPyTorchAdapter(t *testing.T) {
+	baseDir, adapterDir := t.TempDir(), t.TempDir()
+	base := writeTestModel(t, baseDir, 0)
+	writeTestAdapter(t, adapterDir, base, baseDir)
+	require.NoError(t, os.Rename(filepath.Join(adapterDir, "adapter_model.safetensors"), filepath.Join(adapterDir, "adapter_model.bin")))
+
+	_, stderr, err := runCLI(t, "inspect", adapterDir)
+	requireExitCode(t, err, 1)
+	assert.Contains(t, stderr, filepath.Join(adapterDir, "adapter_model.bin")+": the PyTorch .bin format is not supported")
+	assert.Contains(t, stderr, "convert the file to safetensors")
 }
 
 func TestInspectAdapterJSON(t *testing.T) {
