@@ -35,6 +35,7 @@ func benchCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			benchAllReduceCommand(),
 			benchAllReduceWorkerCommand(),
+			benchStepCommand(),
 		},
 	}
 }

@@ -1,0 +1,634 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/kernels"
+	"github.com/ringtune/ringtune/kernels/cpu"
+	"github.com/ringtune/ringtune/model"
+)
+
+// defaultStepLoRATargets are the projections of model.DefaultLoRA, which
+// bench/peers/torch_train_step.py also adapts by default.
+const defaultStepLoRATargets = "q_proj,k_proj,v_proj,o_proj"
+
+func benchStepCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "step",
+		Usage: "time one training step (forward, backward, AdamW) on random weights and tokens, and report tokens/s and peak RSS",
+		Description: "Builds the model with random weights, then runs --warmup untimed and --steps timed training\n" +
+			"steps, each on a new batch of random tokens whose targets are the next token, as\n" +
+			"bench/peers/torch_train_step.py does in PyTorch. A step is ZeroGrad, the forward and\n" +
+			"backward passes with the mean loss, and an AdamW update. tokens/s is batch × seq over the\n" +
+			"median step time. Peak RSS is getrusage's maximum resident set size of the process.\n" +
+			"\n" +
+			"--shape and --mode take comma-separated lists. With more than one configuration the\n" +
+			"command runs each in a child process of its own, so that each peak RSS covers one\n" +
+			"configuration. --json prints one JSON object per configuration and line:\n" +
+			`{"tokens_per_s": ..., "step_s": ..., "peak_rss_bytes": ..., "shape": ..., "mode": ...}` + "\n" +
+			"\n" +
+			"Set RINGTUNE_CPUPROFILE=FILE to write a CPU profile of the timed steps for go tool pprof\n" +
+			"(FILE.1, FILE.2, ... with several configurations).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "shape", Value: "tiny", Usage: "model shapes, comma-separated: presets (" + strings.Join(model.PresetNames(), ", ") + ") or paths of a config.json or its model directory"},
+			&cli.StringFlag{Name: "mode", Value: "full", Usage: "training modes, comma-separated: full trains every weight, lora only the adapters"},
+			&cli.IntFlag{Name: "lora-rank", Value: 8, Usage: "LoRA rank r"},
+			&cli.Float64Flag{Name: "lora-alpha", Value: 16, Usage: "LoRA alpha, which scales adapter outputs by alpha / r"},
+			&cli.StringFlag{Name: "lora-targets", Value: defaultStepLoRATargets, Usage: "comma-separated projections that get adapters, or all for the seven of " + strings.Join(model.ProjectionModules(), ", ")},
+			&cli.BoolFlag{Name: "frozen-bf16", Usage: "in LoRA mode, keep the frozen weights in bfloat16 (half their fp32 memory)"},
+			&cli.BoolFlag{Name: "checkpointing", Usage: "recompute each decoder layer's activations in backward instead of keeping them (activation checkpointing)"},
+			&cli.IntFlag{Name: "batch", Value: 4, Usage: "rows (sequences) per step"},
+			&cli.IntFlag{Name: "seq", Value: 256, Usage: "tokens per row, at least 2"},
+			&cli.IntFlag{Name: "steps", Value: 5, Usage: "timed steps after the warm-up"},
+			&cli.IntFlag{Name: "warmup", Value: 1, Usage: "untimed steps before the timed ones. The first step touches the gradient, optimizer and scratch memory for the first time, so it is slower"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "compute device: cpu (cuda:N is reserved for the CUDA backend, which is not built yet)"},
+			&cli.IntFlag{Name: "threads", Usage: "GOMAXPROCS, the threads that run the kernels (0: keep the Go default, the number of CPUs or $GOMAXPROCS)"},
+			&cli.IntFlag{Name: "cross-entropy-chunk-rows", Usage: "rows of logits that the CPU backend computes at a time in the loss, which take 4·rows·vocab bytes (0: the backend's default, 256)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed of the random weights and token batches"},
+			&cli.Float64Flag{Name: "lr", Value: 1e-4, Usage: "AdamW learning rate"},
+			&cli.BoolFlag{Name: "json", Usage: "print only one JSON object per configuration on stdout; logs go to stderr"},
+		},
+		Action: runBenchStep,
+	}
+}
+
+// stepResult is the measurement of one configuration. The JSON keys are a
+// stable interface, shared with bench/peers/torch_train_step.py.
+type stepResult struct {
+	TokensPerS   float64 `json:"tokens_per_s"`
+	StepS        float64 `json:"step_s"` // median over the timed steps
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	Shape        string  `json:"shape"`
+	Mode         string  `json:"mode"`
+}
+
+// stepParams are the settings of one configuration.
+type stepParams struct {
+	shape string // as given, a preset name or a path
+	cfg   model.Config
+	opts  model.Options // Mode, LoRA, FrozenBF16, Checkpointing, MaxBatch, MaxSeq
+
+	batch, seq, steps, warmup int
+	threads                   int // 0 keeps GOMAXPROCS
+	chunkRows                 int // cpu.Options.CrossEntropyChunkRows; 0 is its default
+	seed                      uint64
+	lr                        float64
+}
+
+// args returns the flags that make a child process run exactly p.
+func (p stepParams) args() []string {
+	args := []string{
+		"--shape", p.shape, "--mode", p.opts.Mode.String(),
+		"--batch", fmt.Sprint(p.batch), "--seq", fmt.Sprint(p.seq),
+		"--steps", fmt.Sprint(p.steps), "--warmup", fmt.Sprint(p.warmup),
+		"--threads", fmt.Sprint(p.threads), "--cross-entropy-chunk-rows", fmt.Sprint(p.chunkRows), "--seed", fmt.Sprint(p.seed),
+		"--lr", fmt.Sprint(p.lr),
+	}
+	if p.opts.Mode == model.ModeLoRA {
+		args = append(args, "--lora-rank", fmt.Sprint(p.opts.LoRA.Rank), "--lora-alpha", fmt.Sprint(p.opts.LoRA.Alpha),
+			"--lora-targets", strings.Join(p.opts.LoRA.TargetModules, ","))
+		if p.opts.FrozenBF16 {
+			args = append(args, "--frozen-bf16")
+		}
+	}
+	if p.opts.Checkpointing {
+		args = append(args, "--checkpointing")
+	}
+	return append(args, "--json")
+}
+
+func runBenchStep(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: bench step takes only flags", c.Args().First())
+	}
+	configs, err := readStepParams(c)
+	if err != nil {
+		return err
+	}
+	var results []stepResult
+	if len(configs) == 1 {
+		r, err := runStepConfig(c.Context, configs[0])
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	} else {
+		results, err = runStepChildren(c, configs)
+		if err != nil {
+			return err
+		}
+	}
+	return printStepResults(c.App.Writer, results, configs, c.Bool("json"))
+}
+
+// readStepParams checks the flags and returns one configuration per shape and
+// mode, shapes outermost.
+func readStepParams(c *cli.Context) ([]stepParams, error) {
+	if err := checkDevice(c.String("device")); err != nil {
+		return nil, err
+	}
+	base := stepParams{
+		batch: c.Int("batch"), seq: c.Int("seq"), steps: c.Int("steps"), warmup: c.Int("warmup"),
+		threads: c.Int("threads"), chunkRows: c.Int("cross-entropy-chunk-rows"), seed: c.Uint64("seed"), lr: c.Float64("lr"),
+	}
+	if base.seq < 2 {
+		return nil, fmt.Errorf("invalid --seq %d: next-token loss needs at least 2 tokens per row", base.seq)
+	}
+	for _, f := range []struct {
+		name  string
+		value int
+		min   int
+	}{{"batch", base.batch, 1}, {"steps", base.steps, 1}, {"warmup", base.warmup, 0}, {"threads", base.threads, 0}, {"cross-entropy-chunk-rows", base.chunkRows, 0}} {
+		if f.value < f.min {
+			return nil, fmt.Errorf("invalid --%s %d: use %d or more", f.name, f.value, f.min)
+		}
+	}
+	if !(base.lr >= 0) || math.IsInf(base.lr, 0) {
+		return nil, fmt.Errorf("invalid --lr %v: use a finite number, 0 or more", base.lr)
+	}
+
+	modes, err := parseStepModes(c.String("mode"))
+	if err != nil {
+		return nil, err
+	}
+	hasLoRA := slices.Contains(modes, model.ModeLoRA)
+	lora, err := readStepLoRA(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Bool("frozen-bf16") && !hasLoRA {
+		return nil, errors.New("--frozen-bf16 needs --mode lora: full training keeps every weight in fp32")
+	}
+	if !hasLoRA {
+		for _, name := range []string{"lora-rank", "lora-alpha", "lora-targets"} {
+			if c.IsSet(name) {
+				slog.Warn("flag ignored: it applies only to --mode lora", "flag", "--"+name)
+			}
+		}
+	}
+
+	var configs []stepParams
+	for _, shape := range splitList(c.String("shape")) {
+		cfg, err := model.ResolveConfig(shape)
+		if err != nil {
+			return nil, fmt.Errorf("--shape %s: %w", shape, err)
+		}
+		if cfg.MaxPositionEmbeddings > 0 && base.seq > cfg.MaxPositionEmbeddings {
+			return nil, fmt.Errorf("--seq %d exceeds max_position_embeddings %d of --shape %s", base.seq, cfg.MaxPositionEmbeddings, shape)
+		}
+		for _, mode := range modes {
+			p := base
+			p.shape, p.cfg = shape, cfg
+			p.opts = model.Options{Mode: mode, Checkpointing: c.Bool("checkpointing"), MaxBatch: base.batch, MaxSeq: base.seq}
+			if mode == model.ModeLoRA {
+				p.opts.LoRA = lora
+				p.opts.FrozenBF16 = c.Bool("frozen-bf16")
+			}
+			if err := p.opts.Validate(); err != nil {
+				return nil, fmt.Errorf("--shape %s --mode %s: %w", shape, mode, err)
+			}
+			configs = append(configs, p)
+		}
+	}
+	if len(configs) == 0 {
+		return nil, errors.New("--shape is empty: name a preset (" + strings.Join(model.PresetNames(), ", ") + ") or a config.json path")
+	}
+	return configs, nil
+}
+
+var cudaDevicePattern = regexp.MustCompile(`^cuda(:[0-9]+)?$`)
+
+// checkDevice accepts cpu and explains that CUDA devices are not available yet.
+func checkDevice(device string) error {
+	switch {
+	case device == "cpu":
+		return nil
+	case cudaDevicePattern.MatchString(device):
+		return fmt.Errorf("--device %s: the CUDA backend is not built yet, so only --device cpu works", device)
+	}
+	return fmt.Errorf("invalid --device %q: use cpu (cuda:N is reserved for the CUDA backend, which is not built yet)", device)
+}
+
+// splitList splits a comma-separated flag value and drops empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func parseStepModes(list string) ([]model.Mode, error) {
+	var modes []model.Mode
+	for _, name := range splitList(list) {
+		mode, err := model.ParseMode(name)
+		if err != nil {
+			return nil, fmt.Errorf("--mode: %w", err)
+		}
+		if slices.Contains(modes, mode) {
+			return nil, fmt.Errorf("--mode lists %s twice", mode)
+		}
+		modes = append(modes, mode)
+	}
+	if len(modes) == 0 {
+		return nil, errors.New("--mode is empty: use full, lora or full,lora")
+	}
+	return modes, nil
+}
+
+func readStepLoRA(c *cli.Context) (model.LoRAConfig, error) {
+	lora := model.LoRAConfig{Rank: c.Int("lora-rank"), Alpha: c.Float64("lora-alpha")}
+	if strings.TrimSpace(c.String("lora-targets")) == "all" {
+		lora.TargetModules = model.ProjectionModules()
+	} else {
+		lora.TargetModules = splitList(c.String("lora-targets"))
+	}
+	if lora.Rank <= 0 {
+		return lora, fmt.Errorf("invalid --lora-rank %d: use a positive integer", lora.Rank)
+	}
+	if !(lora.Alpha > 0) || math.IsInf(lora.Alpha, 0) {
+		return lora, fmt.Errorf("invalid --lora-alpha %v: use a positive number", lora.Alpha)
+	}
+	if err := lora.Validate(); err != nil {
+		return lora, fmt.Errorf("--lora-targets %q: %w", c.String("lora-targets"), err)
+	}
+	return lora, nil
+}
+
+// runStepConfig builds the model of p in this process and times its steps.
+func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
+	if p.threads > 0 {
+		if p.threads > runtime.NumCPU() {
+			slog.Warn("more threads than CPUs: the kernels' goroutines will share cores", "threads", p.threads, "cpus", runtime.NumCPU())
+		}
+		runtime.GOMAXPROCS(p.threads)
+	}
+	if err := checkStepMemory(p); err != nil {
+		return stepResult{}, err
+	}
+
+	trainable := p.cfg.NumParams()
+	if p.opts.Mode == model.ModeLoRA {
+		trainable = p.cfg.NumLoRAParams(p.opts.LoRA)
+	}
+	slog.Info("building model", "shape", p.shape, "mode", p.opts.Mode, "params", p.cfg.NumParams(), "trainable", trainable,
+		"frozen_bf16", p.opts.FrozenBF16, "checkpointing", p.opts.Checkpointing,
+		"batch", p.batch, "seq", p.seq, "threads", runtime.GOMAXPROCS(0), "kernel", cpu.Kernel())
+	start := time.Now()
+	backend, err := cpu.New(cpu.Options{CrossEntropyChunkRows: p.chunkRows})
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer backend.Close()
+	m, err := model.New(backend, p.cfg, p.opts)
+	if err != nil {
+		return stepResult{}, fmt.Errorf("build %s model: %w", p.shape, err)
+	}
+	defer m.Close()
+	logMemory("model allocated")
+	if err := initRandomCompact(m, p.seed); err != nil {
+		return stepResult{}, err
+	}
+	logMemory("weights initialized")
+	opt, err := model.NewAdamW(m, model.DefaultAdamW())
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer opt.Close()
+	slog.Info("model ready", "seconds", time.Since(start).Seconds())
+
+	times, err := timeSteps(ctx, m, opt, p)
+	if err != nil {
+		return stepResult{}, err
+	}
+	stepS := medianSeconds(times)
+	r := stepResult{
+		TokensPerS:   float64(p.batch*p.seq) / stepS,
+		StepS:        stepS,
+		PeakRSSBytes: peakRSSBytes(),
+		Shape:        p.shape,
+		Mode:         p.opts.Mode.String(),
+	}
+	slog.Info("done", "tokens_per_s", r.TokensPerS, "step_s", r.StepS, "min_step_s", slices.Min(times), "max_step_s", slices.Max(times),
+		"peak_rss_bytes", r.PeakRSSBytes)
+	return r, nil
+}
+
+// initRandomCompact runs m.InitRandom with the garbage collector at its most
+// eager and then returns the freed memory to the operating system.
+// InitRandom allocates a temporary float32 slice per tensor, 4 bytes per
+// parameter in all. With the default GOGC those slices pile up between
+// collections, and the peak RSS would measure them instead of the training
+// step. For qwen3-0.6b with bf16 frozen weights (1.2 GB) the process held
+// 4.6 GB after InitRandom with the default GOGC, and 1.2 GB with this function.
+func initRandomCompact(m *model.Model, seed uint64) error {
+	defer debug.SetGCPercent(debug.SetGCPercent(1))
+	if err := m.InitRandom(seed); err != nil {
+		return err
+	}
+	debug.FreeOSMemory()
+	return nil
+}
+
+// timeSteps runs the warm-up and timed steps and returns the times of the timed ones.
+func timeSteps(ctx context.Context, m *model.Model, opt *model.AdamW, p stepParams) ([]float64, error) {
+	rng := rand.New(rand.NewPCG(p.seed, 0x72696e6774756e65)) // second word: "ringtune" in ASCII
+	batch := newNextTokenBatch(p.batch, p.seq)
+
+	var bar *progressbar.ProgressBar
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bar = progressbar.NewOptions(p.warmup+p.steps, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription(fmt.Sprintf("%s %s steps", p.shape, p.opts.Mode)), progressbar.OptionClearOnFinish())
+		defer bar.Finish()
+	}
+
+	var times []float64
+	for i := range p.warmup + p.steps {
+		if err := context.Cause(ctx); err != nil {
+			return nil, err
+		}
+		if i == p.warmup {
+			stop, err := startStepProfile()
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+		}
+		fillRandomTokens(batch, rng, p.cfg.VocabSize)
+
+		start := time.Now()
+		m.ZeroGrad()
+		lossSum, targets, err := m.ForwardBackward(batch, 1/float32(batch.TargetTokens), nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := opt.Step(p.lr); err != nil {
+			return nil, err
+		}
+		seconds := time.Since(start).Seconds()
+
+		warmup := i < p.warmup
+		if !warmup {
+			times = append(times, seconds)
+		}
+		slog.Debug("step", "index", i, "warm_up", warmup, "seconds", seconds, "loss", lossSum/float64(targets))
+		logMemory("after step")
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+	}
+	return times, nil
+}
+
+// startStepProfile starts a CPU profile into $RINGTUNE_CPUPROFILE, when set, and
+// returns the function that stops it.
+func startStepProfile() (stop func(), err error) {
+	path := os.Getenv("RINGTUNE_CPUPROFILE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("RINGTUNE_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			slog.Error("writing the CPU profile failed", "path", path, "err", err)
+		}
+	}, nil
+}
+
+// newNextTokenBatch allocates a batch of rows of one example each, whose tokens
+// fillRandomTokens sets.
+func newNextTokenBatch(rows, seq int) *data.Batch {
+	n := rows * seq
+	b := &data.Batch{
+		Size: rows, SeqLen: seq,
+		IDs: make([]int32, n), Targets: make([]int32, n), Positions: make([]int32, n),
+		Starts: make([][]int32, rows), Lengths: make([]int, rows), RowIndices: make([]int, rows),
+		Tokens: n, TargetTokens: rows * (seq - 1),
+	}
+	for i := range n {
+		b.Positions[i] = int32(i % seq)
+	}
+	for r := range rows {
+		b.Starts[r] = []int32{0}
+		b.Lengths[r] = seq
+		b.RowIndices[r] = r
+	}
+	return b
+}
+
+// fillRandomTokens draws uniform token ids and sets each target to the next
+// token of its row. The last token of a row has no target.
+func fillRandomTokens(b *data.Batch, rng *rand.Rand, vocab int) {
+	for i := range b.IDs {
+		b.IDs[i] = int32(rng.IntN(vocab))
+	}
+	for i := range b.Targets {
+		if (i+1)%b.SeqLen == 0 {
+			b.Targets[i] = kernels.IgnoreIndex
+		} else {
+			b.Targets[i] = b.IDs[i+1]
+		}
+	}
+}
+
+// medianSeconds returns the middle value, or the mean of the two middle values,
+// as Python's statistics.median does. values must not be empty.
+func medianSeconds(values []float64) float64 {
+	sorted := slices.Clone(values)
+	slices.Sort(sorted)
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// peakRSSBytes returns the maximum resident set size of this process so far.
+func peakRSSBytes() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		slog.Warn("getrusage failed, so the peak RSS is reported as 0", "err", err)
+		return 0
+	}
+	if runtime.GOOS == "darwin" {
+		return int64(ru.Maxrss) // bytes on macOS
+	}
+	return int64(ru.Maxrss) * 1024 // KiB on Linux and the BSDs
+}
+
+// logMemory logs, at debug level, the resident set size of the process now
+// and at its peak, from /proc/self/status.
+func logMemory(stage string) {
+	if !slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	attrs := []any{"stage", stage}
+	for _, line := range strings.Split(string(status), "\n") {
+		var kib int64
+		for _, key := range []string{"VmRSS", "VmHWM"} {
+			if _, err := fmt.Sscanf(line, key+": %d kB", &kib); err == nil {
+				attrs = append(attrs, strings.ToLower(key)+"_bytes", kib<<10)
+			}
+		}
+	}
+	slog.Debug("memory", attrs...)
+}
+
+// checkStepMemory fails when the weights, gradients and AdamW moments of p alone
+// would not fit in the memory that the kernel reports as available.
+func checkStepMemory(p stepParams) error {
+	available, ok := memAvailableBytes()
+	if !ok {
+		return nil
+	}
+	// Full training keeps four fp32 copies of every parameter (value, gradient
+	// and two moments). LoRA keeps the frozen weights once, and the adapters'
+	// four copies are small.
+	need := 16 * p.cfg.NumParams()
+	if p.opts.Mode == model.ModeLoRA {
+		frozenBytes := int64(4)
+		if p.opts.FrozenBF16 {
+			frozenBytes = 2 // the norm weights stay fp32, but they are a tiny fraction
+		}
+		need = frozenBytes*p.cfg.NumParams() + 16*p.cfg.NumLoRAParams(p.opts.LoRA)
+	}
+	if need > available {
+		return fmt.Errorf("--shape %s --mode %s needs at least %.1f GiB for weights, gradients and AdamW moments before activations, but only %.1f GiB is available: use a smaller shape, --mode lora or --frozen-bf16",
+			p.shape, p.opts.Mode, float64(need)/(1<<30), float64(available)/(1<<30))
+	}
+	return nil
+}
+
+// memAvailableBytes returns MemAvailable from /proc/meminfo. ok is false where
+// the file does not exist or lacks the line, as outside Linux.
+func memAvailableBytes() (available int64, ok bool) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kib int64
+		if _, err := fmt.Sscanf(sc.Text(), "MemAvailable: %d kB", &kib); err == nil {
+			return kib << 10, true
+		}
+	}
+	return 0, false
+}
+
+// runStepChildren runs each configuration in a child process of this binary,
+// one after the other, and collects their JSON results.
+func runStepChildren(c *cli.Context, configs []stepParams) ([]stepResult, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	env := append(os.Environ(), logSettings(c)...)
+	profile := os.Getenv("RINGTUNE_CPUPROFILE")
+	var results []stepResult
+	for i, p := range configs {
+		slog.Info("starting configuration", "index", i+1, "of", len(configs), "shape", p.shape, "mode", p.opts.Mode)
+		cmd := exec.CommandContext(c.Context, self, append([]string{"bench", "step"}, p.args()...)...)
+		cmd.Env = env
+		if profile != "" {
+			// Each child writes its own profile, numbered like the configurations.
+			cmd.Env = append(slices.Clone(env), fmt.Sprintf("RINGTUNE_CPUPROFILE=%s.%d", profile, i+1))
+		}
+		cmd.Stderr = os.Stderr
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		setParentDeathSignal(cmd)
+		if err := cmd.Run(); err != nil {
+			if cause := context.Cause(c.Context); cause != nil {
+				return nil, cause
+			}
+			return nil, fmt.Errorf("--shape %s --mode %s failed in its child process: %w", p.shape, p.opts.Mode, err)
+		}
+		var r stepResult
+		dec := json.NewDecoder(&stdout)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("--shape %s --mode %s: child printed no valid result: %w: %q", p.shape, p.opts.Mode, err, stdout.String())
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// printStepResults prints the results as JSON lines or as a table. configs are
+// the settings behind results, in the same order.
+func printStepResults(w io.Writer, results []stepResult, configs []stepParams, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, r := range results {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	p := configs[0]
+	threads := p.threads
+	if threads == 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	fmt.Fprintf(w, "# ringtune training step (forward, backward, AdamW) on cpu, %s kernel, %d threads\n", cpu.Kernel(), threads)
+	fmt.Fprintf(w, "# step: median of %d steps after %d warm-up; tokens/s = batch × seq / step; peak RSS per process\n", p.steps, p.warmup)
+	fmt.Fprintf(w, "%-12s %-14s %10s %12s %10s %14s\n", "shape", "mode", "batch×seq", "tokens/s", "step(s)", "peak RSS(GiB)")
+	for i, r := range results {
+		fmt.Fprintf(w, "%-12s %-14s %10s %12.1f %10.3f %14.2f\n", r.Shape, describeStepMode(configs[i]),
+			fmt.Sprintf("%d×%d", configs[i].batch, configs[i].seq), r.TokensPerS, r.StepS, float64(r.PeakRSSBytes)/(1<<30))
+	}
+	return nil
+}
+
+// describeStepMode returns the mode with its memory options, such as lora+bf16.
+func describeStepMode(p stepParams) string {
+	s := p.opts.Mode.String()
+	if p.opts.FrozenBF16 {
+		s += "+bf16"
+	}
+	if p.opts.Checkpointing {
+		s += "+ckpt"
+	}
+	return s
+}
