@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -312,7 +311,7 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 	}
 	defer m.Close()
 	logMemory("model allocated")
-	if err := initRandomCompact(m, p.seed); err != nil {
+	if err := m.InitRandom(p.seed); err != nil {
 		return stepResult{}, err
 	}
 	logMemory("weights initialized")
@@ -338,22 +337,6 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 	slog.Info("done", "tokens_per_s", r.TokensPerS, "step_s", r.StepS, "min_step_s", slices.Min(times), "max_step_s", slices.Max(times),
 		"peak_rss_bytes", r.PeakRSSBytes)
 	return r, nil
-}
-
-// initRandomCompact runs m.InitRandom with the garbage collector at its most
-// eager and then returns the freed memory to the operating system.
-// InitRandom allocates a temporary float32 slice per tensor, 4 bytes per
-// parameter in all. With the default GOGC those slices pile up between
-// collections, and the peak RSS would measure them instead of the training
-// step. For qwen3-0.6b with bf16 frozen weights (1.2 GB) the process held
-// 4.6 GB after InitRandom with the default GOGC, and 1.2 GB with this function.
-func initRandomCompact(m *model.Model, seed uint64) error {
-	defer debug.SetGCPercent(debug.SetGCPercent(1))
-	if err := m.InitRandom(seed); err != nil {
-		return err
-	}
-	debug.FreeOSMemory()
-	return nil
 }
 
 // timeSteps runs the warm-up and timed steps and returns the times of the timed ones.
