@@ -312,10 +312,7 @@ type widenTask struct {
 }
 
 func (t *widenTask) run(_, start, end int) {
-	dst, src := t.dst[start:end], t.src[start:end]
-	for i := range dst {
-		dst[i] = kernels.Float32FromBF16(src[i])
-	}
+	widenBF16Fast(t.dst[start:end], t.src[start:end])
 }
 
 type narrowTask struct {

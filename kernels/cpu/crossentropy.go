@@ -146,21 +146,12 @@ func (t *crossEntropyRowsTask) run(_, start, end int) {
 		x := t.logits[r*t.v : (r+1)*t.v]
 		target := int(t.targets[t.rows[r]])
 		targetLogit := x[target]
-		rowMax := x[0]
-		for _, v := range x[1:] {
-			rowMax = max(rowMax, v)
-		}
+		rowMax := maxOrNaN(x)
 		var sum float64
 		if t.gradients {
-			for i, v := range x {
-				e := expf(v - rowMax)
-				x[i] = e
-				sum += float64(e)
-			}
+			sum = expShiftedSumInPlace(x, rowMax)
 		} else {
-			for _, v := range x {
-				sum += float64(expf(v - rowMax))
-			}
+			sum = expShiftedSum(x, rowMax)
 		}
 		t.losses[r] = float64(rowMax) + math.Log(sum) - float64(targetLogit)
 		if !t.gradients {
@@ -172,4 +163,71 @@ func (t *crossEntropyRowsTask) run(_, start, end int) {
 		}
 		x[target] -= t.gradScale
 	}
+}
+
+// maxOrNaN returns the max of the non-empty x, or NaN when x contains a NaN,
+// so that a NaN logit makes the loss NaN. Eight independent maxima let the
+// comparisons of successive values overlap instead of forming one chain.
+func maxOrNaN(x []float32) float32 {
+	m0, m1, m2, m3 := x[0], x[0], x[0], x[0]
+	m4, m5, m6, m7 := x[0], x[0], x[0], x[0]
+	i := 0
+	for ; i+8 <= len(x); i += 8 {
+		v := x[i : i+8 : i+8]
+		m0 = max(m0, v[0])
+		m1 = max(m1, v[1])
+		m2 = max(m2, v[2])
+		m3 = max(m3, v[3])
+		m4 = max(m4, v[4])
+		m5 = max(m5, v[5])
+		m6 = max(m6, v[6])
+		m7 = max(m7, v[7])
+	}
+	for _, v := range x[i:] {
+		m0 = max(m0, v)
+	}
+	return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+}
+
+// expShiftedSum returns the float64 sum of e^(v − shift) over x. It keeps four
+// partial sums so that successive additions do not wait on each other. That
+// changes the order of the additions, so the sum can differ from a
+// left-to-right sum in the last bits.
+func expShiftedSum(x []float32, shift float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		s0 += float64(expf(v[0] - shift))
+		s1 += float64(expf(v[1] - shift))
+		s2 += float64(expf(v[2] - shift))
+		s3 += float64(expf(v[3] - shift))
+	}
+	for _, v := range x[i:] {
+		s0 += float64(expf(v - shift))
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// expShiftedSumInPlace replaces each v in x by e^(v − shift) and returns the
+// float64 sum of the results, with four partial sums as in expShiftedSum.
+func expShiftedSumInPlace(x []float32, shift float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		e0, e1 := expf(v[0]-shift), expf(v[1]-shift)
+		e2, e3 := expf(v[2]-shift), expf(v[3]-shift)
+		v[0], v[1], v[2], v[3] = e0, e1, e2, e3
+		s0 += float64(e0)
+		s1 += float64(e1)
+		s2 += float64(e2)
+		s3 += float64(e3)
+	}
+	for j, v := range x[i:] {
+		e := expf(v - shift)
+		x[i+j] = e
+		s0 += float64(e)
+	}
+	return (s0 + s1) + (s2 + s3)
 }

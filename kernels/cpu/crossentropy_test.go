@@ -187,3 +187,19 @@ func TestLinearCrossEntropyRejectsOutOfRangeTarget(t *testing.T) {
 		be.LinearCrossEntropy(kernels.Tensor{}, kernels.Tensor{}, hidden, weight, newI32(t, be, []int32{1, kernels.IgnoreIndex}, 2), 1)
 	})
 }
+
+func TestLinearCrossEntropyNaNLogit(t *testing.T) {
+	be := newBackend(t, cpu.Options{})
+	rng := rand.New(rand.NewPCG(91, 92))
+	// A vocabulary of 37 puts the NaN logits both in the unrolled part of the
+	// row loops and in their scalar rest.
+	for _, nanRow := range []int{0, 5, 35, 36} {
+		tc := newCrossEntropyCase(rng, 6, 4, 37)
+		tc.targets[0] = 1 // at least one row takes loss
+		tc.weight[nanRow*tc.c+2] = float32(math.NaN())
+
+		got := runCrossEntropy(t, be, tc, false, 1)
+
+		assert.True(t, math.IsNaN(got.loss), "vocabulary row %d has a NaN weight, but the loss is %v", nanRow, got.loss)
+	}
+}

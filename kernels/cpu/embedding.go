@@ -48,11 +48,7 @@ func (t *embeddingForwardTask) run(_, start, end int) {
 			copy(row, t.table[id*c:(id+1)*c])
 			continue
 		}
-		src := t.tableBF16[id*c : (id+1)*c]
-		src = src[:len(row)]
-		for i := range row {
-			row[i] = kernels.Float32FromBF16(src[i])
-		}
+		widenBF16Fast(row, t.tableBF16[id*c:(id+1)*c])
 	}
 }
 

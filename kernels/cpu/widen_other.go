@@ -1,0 +1,7 @@
+//go:build !amd64
+
+package cpu
+
+func detectWidenBF16() widenBF16Func {
+	return widenBF16Generic
+}
