@@ -35,8 +35,9 @@
 // Attention is causal, grouped-query and confined to each example of a packed
 // row (data.Batch.Starts), and RoPE takes its positions from
 // data.Batch.Positions with rope_theta from the config. In
-// LoRA mode each targeted projection computes W·x + (alpha/r)·B·(A·x), as
-// PEFT's LoRA layer does with dropout 0. layer.go lists the kernel calls of a
+// LoRA mode each targeted projection computes W·x + (alpha/r)·B·(A·dropout(x)),
+// as PEFT's LoRA layer does, where dropout acts only in ForwardBackward and
+// only with a positive LoRAConfig.Dropout. layer.go lists the kernel calls of a
 // decoder layer in this order, and the backward pass mirrors them with
 // d-prefixed names in reverse order.
 //

@@ -45,9 +45,18 @@ func ParseMode(name string) (Mode, error) {
 type Options struct {
 	// Mode selects full fine-tuning or LoRA. The zero value is ModeFull.
 	Mode Mode
-	// LoRA sets the adapters in ModeLoRA and is ignored in ModeFull. Dropout
-	// must be 0 because the kernels have no dropout op.
+	// LoRA sets the adapters in ModeLoRA and is ignored in ModeFull. A
+	// positive LoRA.Dropout applies dropout to each adapter's input in
+	// ForwardBackward only. It costs three backend buffers and one host slice
+	// of MaxBatch × MaxSeq × (the widest adapted input) elements each.
 	LoRA LoRAConfig
+	// DropoutSeed seeds the LoRA dropout masks. The mask of a projection is a
+	// function of DropoutSeed, the dropout step (see SetDropoutStep), the layer,
+	// the projection and the element, so runs with equal seeds and steps draw
+	// equal masks. Data-parallel ranks should use distinct seeds, such as
+	// seed + rank, unless they are meant to draw the same masks. The default
+	// is 0.
+	DropoutSeed uint64
 	// FrozenBF16 stores the frozen matrices (the embedding, the projections and
 	// an untied lm_head) in bfloat16, which halves the memory of the base model.
 	// Norm weights stay F32 because they are small. Values are rounded to
@@ -78,9 +87,6 @@ func (o Options) Validate() error {
 	case ModeLoRA:
 		if err := o.LoRA.Validate(); err != nil {
 			return err
-		}
-		if o.LoRA.Dropout != 0 {
-			return fmt.Errorf("LoRA dropout %v is not supported: set it to 0 (the kernels have no dropout op)", o.LoRA.Dropout)
 		}
 	default:
 		return fmt.Errorf("invalid mode %v: use ModeFull or ModeLoRA", o.Mode)
@@ -122,6 +128,16 @@ type Model struct {
 	acts  activations
 	ready gradReadiness
 
+	// dropout holds the LoRA dropout buffers, nil unless Options.LoRA.Dropout
+	// is positive in ModeLoRA. With nil, the adapters take the code path of
+	// dropout 0 exactly.
+	dropout *loraDropout
+	// training is true while ForwardBackward runs, the only time dropout acts.
+	training bool
+	// dropoutStep keys the dropout masks. ForwardBackward adds 1 after each
+	// pass, and SetDropoutStep sets it.
+	dropoutStep uint64
+
 	// logits is a (MaxSeq, V) buffer that Logits allocates on its first call.
 	logits kernels.Tensor
 }
@@ -155,6 +171,13 @@ func New(backend kernels.Backend, cfg Config, opts Options) (*Model, error) {
 		m.Close()
 		return nil, err
 	}
+	if opts.Mode == ModeLoRA && opts.LoRA.Dropout > 0 {
+		var err error
+		if m.dropout, err = newLoRADropout(m); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	m.ready.init(len(m.trainable))
 	return m, nil
 }
@@ -173,6 +196,17 @@ func (m *Model) Config() Config { return m.cfg }
 
 // Options returns the options the model was built with.
 func (m *Model) Options() Options { return m.opts }
+
+// DropoutStep returns the step that keys the next ForwardBackward call's LoRA
+// dropout masks.
+func (m *Model) DropoutStep() uint64 { return m.dropoutStep }
+
+// SetDropoutStep sets the step that keys the next ForwardBackward call's LoRA
+// dropout masks. ForwardBackward adds 1 after each call, micro-batches
+// included, so a trainer that resumes a run sets the number of
+// ForwardBackward calls made before, and one that reruns a micro-batch sets
+// its step again to draw the same masks. The step starts at 0.
+func (m *Model) SetDropoutStep(step uint64) { m.dropoutStep = step }
 
 // Backend returns the backend that holds the model's buffers.
 func (m *Model) Backend() kernels.Backend { return m.backend }

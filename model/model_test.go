@@ -23,7 +23,7 @@ func TestNewRejectsOptions(t *testing.T) {
 		{"bf16 in full mode", Options{FrozenBF16: true, MaxBatch: 1, MaxSeq: 8}, "FrozenBF16 needs ModeLoRA"},
 		{"no activation shape", Options{MaxBatch: 0, MaxSeq: 8}, "MaxBatch 0 and MaxSeq 8 must both be positive"},
 		{"invalid LoRA", Options{Mode: ModeLoRA, LoRA: LoRAConfig{Rank: 0, Alpha: 1, TargetModules: []string{"q_proj"}}, MaxBatch: 1, MaxSeq: 8}, "rank 0"},
-		{"LoRA dropout", Options{Mode: ModeLoRA, LoRA: LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.05, TargetModules: lora.TargetModules}, MaxBatch: 1, MaxSeq: 8}, "dropout 0.05 is not supported"},
+		{"LoRA dropout 1", Options{Mode: ModeLoRA, LoRA: LoRAConfig{Rank: 4, Alpha: 8, Dropout: 1, TargetModules: lora.TargetModules}, MaxBatch: 1, MaxSeq: 8}, "LoRA dropout 1 must be in [0, 1)"},
 		{"unknown mode", Options{Mode: Mode(7), MaxBatch: 1, MaxSeq: 8}, "invalid mode Mode(7)"},
 	}
 	for _, c := range cases {

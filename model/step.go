@@ -23,20 +23,28 @@ import (
 // reducing the tail of FlatGrads while backward continues on the front. The
 // callback must not call methods of the model.
 //
+// With a positive Options.LoRA.Dropout, each adapted projection applies
+// dropout to its adapter's input with masks keyed by Options.DropoutSeed and
+// DropoutStep, and each call that runs the passes adds 1 to DropoutStep.
+//
 // The error reports an invalid batch, before any computation. An invalid
 // kernel argument panics, as in package kernels.
 func (m *Model) ForwardBackward(batch *data.Batch, gradScale float32, onGradReady func(paramIndex int)) (lossSum float64, targetCount int, err error) {
 	if err := m.loadBatch(batch); err != nil {
 		return 0, 0, err
 	}
+	m.training = true
+	defer func() { m.training = false }()
 	m.forward()
 	lossSum, targetCount = m.headForwardBackward(gradScale)
 	m.backward(onGradReady)
+	m.dropoutStep++
 	return lossSum, targetCount, nil
 }
 
-// Loss runs the forward pass only and returns the summed cross-entropy over
-// the batch's targets and their number. Gradients are left unchanged.
+// Loss runs the forward pass only, without dropout, and returns the summed
+// cross-entropy over the batch's targets and their number. Gradients and
+// DropoutStep are left unchanged.
 func (m *Model) Loss(batch *data.Batch) (lossSum float64, targetCount int, err error) {
 	if err := m.loadBatch(batch); err != nil {
 		return 0, 0, err
@@ -47,9 +55,10 @@ func (m *Model) Loss(batch *data.Batch) (lossSum float64, targetCount int, err e
 	return lossSum, targetCount, nil
 }
 
-// Logits runs the forward pass and returns the logits of one row of the
-// batch, (T, V) in row-major order. It allocates a (MaxSeq, V) buffer on its
-// first call, so it suits evaluation and tests, not the training loop.
+// Logits runs the forward pass, without dropout, and returns the logits of
+// one row of the batch, (T, V) in row-major order. It allocates a (MaxSeq, V)
+// buffer on its first call, so it suits evaluation and tests, not the
+// training loop.
 func (m *Model) Logits(batch *data.Batch, row int) ([]float32, error) {
 	if err := m.loadBatch(batch); err != nil {
 		return nil, err
@@ -147,6 +156,11 @@ func (m *Model) loadBatch(batch *data.Batch) error {
 	}
 	if err := m.acts.bind(batchSize, seqLen); err != nil {
 		return err
+	}
+	if m.dropout != nil {
+		if err := m.dropout.bind(batchSize, seqLen); err != nil {
+			return err
+		}
 	}
 	n := batchSize * seqLen
 	switch {

@@ -21,6 +21,8 @@ func TestStepAllocatesNothing(t *testing.T) {
 
 	c := loadGoldenCase(t, "full_packed")
 	lora := LoRAConfig{Rank: 4, Alpha: 8, TargetModules: ProjectionModules()}
+	loraDropout := lora
+	loraDropout.Dropout = 0.1
 	cases := []struct {
 		name string
 		opts Options
@@ -28,6 +30,8 @@ func TestStepAllocatesNothing(t *testing.T) {
 		{"full", Options{}},
 		{"full checkpointing", Options{Checkpointing: true}},
 		{"lora bf16", Options{Mode: ModeLoRA, LoRA: lora, FrozenBF16: true}},
+		{"lora dropout", Options{Mode: ModeLoRA, LoRA: loraDropout}},
+		{"lora dropout checkpointing", Options{Mode: ModeLoRA, LoRA: loraDropout, Checkpointing: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

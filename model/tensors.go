@@ -180,6 +180,7 @@ func (m *Model) bindWeights() {
 		w.kNorm = get(prefix + "self_attn.k_norm.weight")
 		w.postNorm = get(prefix + "post_attention_layernorm.weight")
 		for _, p := range w.projections() {
+			p.layer = l
 			p.weight = get(prefix + p.group + "." + p.module + ".weight")
 			if p.weight == nil {
 				continue
