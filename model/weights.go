@@ -55,9 +55,10 @@ func (m *Model) LoadBase(path string) error {
 }
 
 // loadEntry copies one tensor from the checkpoint into e's storage.
-// CheckWeights checks the names, shapes and dtypes of the weights at path (a Hugging
-// Face model directory, an index or a safetensors file) against cfg without reading the
-// tensors, so a command can reject a mismatched checkpoint before it allocates the model.
+// CheckWeights checks the names, shapes and dtypes of the weights at path against cfg
+// without reading the tensors. path is a Hugging Face model directory, an index or a
+// safetensors file. A command calls it to reject a mismatched checkpoint before it
+// allocates the model.
 func CheckWeights(cfg Config, path string) error {
 	ckpt, err := checkpoint.OpenModel(path)
 	if err != nil {
