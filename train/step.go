@@ -1,0 +1,339 @@
+// Package train runs the data-parallel training step of one rank: gradient
+// accumulation over micro-batches, bucketed all-reduce of the gradients that
+// overlaps the last backward pass, loss normalization by the global count of
+// target tokens, gradient clipping and the AdamW update.
+//
+// Every rank of the ring builds the same Stepper over a model of the same shape
+// and calls Step with the same number of micro-batches, so that all ranks issue
+// the same collective operations in the same order.
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ringtune/ringtune/collective"
+	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/kernels/cpu"
+	"github.com/ringtune/ringtune/model"
+)
+
+// Config configures a Stepper.
+type Config struct {
+	// BucketBytes is the largest gradient bucket, in bytes of float32 gradients.
+	// A tensor larger than this is a bucket of its own. 0 means DefaultBucketBytes.
+	BucketBytes int
+	// MaxGradNorm clips the global L2 norm of the gradients to this value; 0
+	// turns clipping off.
+	MaxGradNorm float64
+	// Schedule gives the learning rate of each update.
+	Schedule model.Schedule
+}
+
+// Stats are the results and counters of one Step.
+type Stats struct {
+	// Loss is the summed cross-entropy over every target token of the step, on
+	// all ranks, divided by GlobalTargetTokens.
+	Loss float64
+	// GradNorm is the global L2 norm of the all-reduced gradients before clipping.
+	GradNorm float64
+	// LR is the learning rate of the update, also when the update was skipped.
+	LR float64
+	// Skipped is true when a non-finite loss or gradient norm skipped the
+	// update, and ConsecutiveSkips counts the skipped steps in a row, this one included.
+	Skipped          bool
+	ConsecutiveSkips int
+
+	// Tokens and TargetTokens count this rank's micro-batches, and
+	// GlobalTargetTokens counts the target tokens of every rank.
+	Tokens             int
+	TargetTokens       int
+	GlobalTargetTokens int
+
+	// BytesSent and BytesRecv are this rank's payload bytes of every
+	// collective operation of the step, without frame headers.
+	// GradBytesSent and GradBytesRecv count the gradient buckets only.
+	BytesSent, BytesRecv         int64
+	GradBytesSent, GradBytesRecv int64
+
+	// Compute is the time spent in ForwardBackward over all micro-batches.
+	Compute time.Duration
+	// AllReduce is the wall time from the start of the first bucket's
+	// all-reduce to the end of the last one.
+	AllReduce time.Duration
+	// ExposedAllReduce is the part of AllReduce not hidden behind backward:
+	// the time spent waiting for the buckets after the last ForwardBackward returned.
+	ExposedAllReduce time.Duration
+
+	// BucketStarts holds, for each bucket in the order of Stepper.Buckets, the
+	// time from the start of the last ForwardBackward to the start of the
+	// bucket's all-reduce, and BackwardDone the time until that call returned.
+	BucketStarts []time.Duration
+	BackwardDone time.Duration
+}
+
+// Stepper runs training steps of one rank of a data-parallel job. It is not
+// safe for concurrent use.
+type Stepper struct {
+	model     *model.Model
+	optimizer *model.AdamW
+	comm      *collective.Communicator
+	cfg       Config
+
+	buckets  []Bucket
+	bucketOf []int     // Trainable index → bucket index
+	grads    []float32 // FlatGrads, shared with the backend
+	pending  []int     // per bucket, gradients not yet final in this step
+	works    []*collective.Work
+	starts   []time.Time // per bucket, when its all-reduce started
+	skipped  int         // consecutive skipped updates
+	countBuf [2]float32
+	lossBuf  [1]float32
+}
+
+// New returns a Stepper that trains m with optimizer over comm. The model's
+// gradients must live in host memory, because the all-reduce reads and writes
+// them in place.
+//
+// NOTE: only the CPU backend is supported. A GPU backend needs a staging copy
+// of each bucket, and a backend sync before a bucket is sent.
+func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, cfg Config) (*Stepper, error) {
+	if m == nil || optimizer == nil || comm == nil {
+		return nil, errors.New("train.New needs a model, an optimizer and a communicator, and one of them is nil")
+	}
+	if cfg.BucketBytes == 0 {
+		cfg.BucketBytes = DefaultBucketBytes
+	}
+	if cfg.BucketBytes < 0 {
+		return nil, fmt.Errorf("invalid BucketBytes %d: must be positive, or 0 for the default", cfg.BucketBytes)
+	}
+	if cfg.MaxGradNorm < 0 || math.IsNaN(cfg.MaxGradNorm) {
+		return nil, fmt.Errorf("invalid MaxGradNorm %v: must be ≥ 0, where 0 turns clipping off", cfg.MaxGradNorm)
+	}
+	if err := cfg.Schedule.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid schedule: %w", err)
+	}
+	if _, ok := m.Backend().(*cpu.Backend); !ok {
+		return nil, fmt.Errorf("backend %s is not supported: the gradient all-reduce needs the CPU backend's host memory", m.Backend().Name())
+	}
+
+	params := m.Trainable()
+	flat := m.FlatGrads()
+	buckets, err := partitionBuckets(params, flat.Offset(), cfg.BucketBytes)
+	if err != nil {
+		return nil, err
+	}
+	bucketOf := make([]int, len(params))
+	for b, bucket := range buckets {
+		for i := bucket.First; i <= bucket.Last; i++ {
+			bucketOf[i] = b
+		}
+	}
+	return &Stepper{
+		model:     m,
+		optimizer: optimizer,
+		comm:      comm,
+		cfg:       cfg,
+		buckets:   buckets,
+		bucketOf:  bucketOf,
+		grads:     cpu.Float32s(flat),
+		pending:   make([]int, len(buckets)),
+		works:     make([]*collective.Work, len(buckets)),
+		starts:    make([]time.Time, len(buckets)),
+	}, nil
+}
+
+// Buckets returns the gradient buckets in the order their all-reduce starts.
+func (s *Stepper) Buckets() []Bucket { return append([]Bucket(nil), s.buckets...) }
+
+// SyncWeights broadcasts rank 0's trainable values to every rank, so that all
+// replicas start identical. Call it on every rank before the first Step.
+func (s *Stepper) SyncWeights(ctx context.Context) error {
+	values := cpu.Float32s(s.model.FlatTrainable())
+	if err := s.comm.Broadcast(ctx, values, 0); err != nil {
+		return fmt.Errorf("broadcast of the initial weights from rank 0 failed: %w", err)
+	}
+	return nil
+}
+
+// Step runs one optimizer step over this rank's micro-batches. Every rank must
+// pass the same number of micro-batches.
+//
+// An error leaves the ring out of step with the other ranks, which may wait in
+// an all-reduce until the communicator's no-progress timeout. Close the
+// communicator and form a new ring after any error.
+func (s *Stepper) Step(ctx context.Context, microBatches []*data.Batch) (Stats, error) {
+	var stats Stats
+	if len(microBatches) == 0 {
+		return stats, errors.New("step has no micro-batches")
+	}
+	totals := s.comm.Totals()
+
+	// Global target count: gradients are scaled by its inverse, so summing
+	// them over micro-batches and ranks gives the gradient of the global mean loss.
+	for _, batch := range microBatches {
+		stats.Tokens += batch.Tokens
+		stats.TargetTokens += batch.TargetTokens
+	}
+	global, err := s.globalTargetTokens(ctx, stats.TargetTokens)
+	if err != nil {
+		return stats, err
+	}
+	stats.GlobalTargetTokens = global
+	if global == 0 {
+		return stats, errors.New("step has no target tokens on any rank")
+	}
+	gradScale := float32(1 / float64(global))
+
+	// Forward and backward. Only the last micro-batch reduces its gradients,
+	// bucket by bucket as backward finishes them.
+	s.model.ZeroGrad()
+	var lossSum float64
+	last := len(microBatches) - 1
+	for i, batch := range microBatches[:last] {
+		begin := time.Now()
+		loss, _, err := s.model.ForwardBackward(batch, gradScale, nil)
+		stats.Compute += time.Since(begin)
+		if err != nil {
+			return stats, fmt.Errorf("micro-batch %d: %w", i, err)
+		}
+		lossSum += loss
+	}
+	s.resetBuckets()
+	backwardStart := time.Now()
+	loss, _, err := s.model.ForwardBackward(microBatches[last], gradScale, func(index int) {
+		s.markReady(ctx, index)
+	})
+	backwardEnd := time.Now()
+	stats.Compute += backwardEnd.Sub(backwardStart)
+	if err != nil {
+		// NOTE: the model validates the batch before any computation, so no
+		// bucket has started here.
+		return stats, fmt.Errorf("micro-batch %d: %w", last, err)
+	}
+	lossSum += loss
+
+	// Wait for the buckets.
+	if err := s.waitBuckets(ctx, &stats, backwardStart, backwardEnd); err != nil {
+		return stats, err
+	}
+	stats.Loss, err = s.globalLoss(ctx, lossSum, global)
+	if err != nil {
+		return stats, err
+	}
+	after := s.comm.Totals()
+	stats.BytesSent = after.BytesSent - totals.BytesSent
+	stats.BytesRecv = after.BytesRecv - totals.BytesRecv
+
+	// Clip and update. Every rank holds the same gradients and loss, so every
+	// rank takes the same decision.
+	if s.cfg.MaxGradNorm > 0 {
+		stats.GradNorm = s.model.ClipGradNorm(s.cfg.MaxGradNorm)
+	} else {
+		stats.GradNorm = s.model.GradNorm()
+	}
+	stats.LR = s.cfg.Schedule.LR(s.optimizer.StepCount() + 1)
+	if !isFinite(stats.Loss) || !isFinite(stats.GradNorm) {
+		s.skipped++
+		stats.Skipped = true
+		stats.ConsecutiveSkips = s.skipped
+		return stats, nil
+	}
+	s.skipped = 0
+	if err := s.optimizer.Step(stats.LR); err != nil {
+		return stats, fmt.Errorf("AdamW step: %w", err)
+	}
+	return stats, nil
+}
+
+// globalTargetTokens sums count over the ranks. float32 holds integers exactly
+// only up to 2^24, so the count travels as a high and a low part of 12 bits,
+// which stay exact up to 2^36 target tokens and 4096 ranks.
+func (s *Stepper) globalTargetTokens(ctx context.Context, count int) (int, error) {
+	s.countBuf[0] = float32(count >> 12)
+	s.countBuf[1] = float32(count & (1<<12 - 1))
+	if err := s.comm.AllReduce(ctx, s.countBuf[:], collective.Sum); err != nil {
+		return 0, fmt.Errorf("all-reduce of the target-token count failed: %w", err)
+	}
+	return int(s.countBuf[0])<<12 + int(s.countBuf[1]), nil
+}
+
+// globalLoss returns the loss summed over the ranks and divided by the global
+// target count. The sum travels in float32, which is plenty for reporting.
+func (s *Stepper) globalLoss(ctx context.Context, lossSum float64, globalCount int) (float64, error) {
+	s.lossBuf[0] = float32(lossSum)
+	if err := s.comm.AllReduce(ctx, s.lossBuf[:], collective.Sum); err != nil {
+		return 0, fmt.Errorf("all-reduce of the loss failed: %w", err)
+	}
+	return float64(s.lossBuf[0]) / float64(globalCount), nil
+}
+
+func (s *Stepper) resetBuckets() {
+	for b, bucket := range s.buckets {
+		s.pending[b] = bucket.Last - bucket.First + 1
+		s.works[b] = nil
+	}
+}
+
+// markReady runs inside backward when the gradient of Trainable index is
+// final, and starts its bucket's all-reduce once the whole bucket is.
+// Backward goes on writing other tensors' gradients, never this bucket's.
+func (s *Stepper) markReady(ctx context.Context, index int) {
+	b := s.bucketOf[index]
+	s.pending[b]--
+	if s.pending[b] == 0 {
+		s.startBucket(ctx, b)
+	}
+}
+
+func (s *Stepper) startBucket(ctx context.Context, b int) {
+	bucket := s.buckets[b]
+	s.starts[b] = time.Now()
+	s.works[b] = s.comm.AllReduceAsync(ctx, s.grads[bucket.Start:bucket.End], collective.Sum)
+}
+
+// waitBuckets waits for every bucket's all-reduce and fills the timing and
+// byte counters of stats.
+func (s *Stepper) waitBuckets(ctx context.Context, stats *Stats, backwardStart, backwardEnd time.Time) error {
+	// Start, in bucket order on every rank, any bucket that backward did not
+	// report complete, so that no rank waits for an operation another never starts.
+	for b := range s.buckets {
+		if s.works[b] == nil {
+			s.startBucket(ctx, b)
+		}
+	}
+
+	stats.BucketStarts = make([]time.Duration, len(s.buckets))
+	stats.BackwardDone = backwardEnd.Sub(backwardStart)
+
+	var firstStart, lastDone time.Time
+	var firstErr error
+	for b, work := range s.works {
+		err := work.Wait()
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("all-reduce of gradient bucket %d (%d bytes) failed: %w", b, s.buckets[b].Bytes(), err)
+		}
+		op := work.Stats()
+		stats.GradBytesSent += op.BytesSent
+		stats.GradBytesRecv += op.BytesRecv
+		stats.BucketStarts[b] = s.starts[b].Sub(backwardStart)
+		done := s.starts[b].Add(op.Duration)
+		if firstStart.IsZero() || s.starts[b].Before(firstStart) {
+			firstStart = s.starts[b]
+		}
+		if done.After(lastDone) {
+			lastDone = done
+		}
+	}
+
+	stats.ExposedAllReduce = time.Since(backwardEnd)
+	if lastDone.After(firstStart) {
+		stats.AllReduce = lastDone.Sub(firstStart)
+	}
+	return firstErr
+}
+
+func isFinite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
