@@ -1,0 +1,95 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Fingerprint identifies what a node runs. Every node of a job must present the same
+// fingerprint as the job, because replicas that differ in binary, configuration, model
+// or data would average gradients of different computations without any error.
+type Fingerprint struct {
+	// BinaryVersion is the version string of the ringtune binary.
+	BinaryVersion string
+	// ConfigHash is a hash of the resolved training configuration (after defaults and
+	// flags are applied).
+	ConfigHash string
+	// ModelHash is a hash of the base model weights.
+	ModelHash string
+	// DatasetHash is a hash of the dataset file.
+	DatasetHash string
+}
+
+// fingerprintField is one compared field of a Fingerprint, named as it appears in a
+// rejection reason.
+type fingerprintField struct {
+	name      string
+	node, job string
+}
+
+func (f Fingerprint) fields(job Fingerprint) []fingerprintField {
+	return []fingerprintField{
+		{"binary version", f.BinaryVersion, job.BinaryVersion},
+		{"resolved-config hash", f.ConfigHash, job.ConfigHash},
+		{"model hash", f.ModelHash, job.ModelHash},
+		{"dataset hash", f.DatasetHash, job.DatasetHash},
+	}
+}
+
+// maxJobIDBytes matches the job id limit of the collective package's ring frames.
+const maxJobIDBytes = 128
+
+// Config describes one training job. All fields are required unless marked optional,
+// and Validate checks them.
+type Config struct {
+	// JobID names the job. A node that joins with another job id is rejected.
+	// At most 128 bytes.
+	JobID string
+	// WorldSize is the number of nodes N the job waits for before training starts,
+	// at least 1. Ranks are 0 to N-1.
+	WorldSize int
+	// JoinTimeout bounds rendezvous: the join deadline is the start time passed to New
+	// plus JoinTimeout, and a Tick at or after it fails the job unless all WorldSize
+	// nodes have joined. Must be positive. A longer timeout tolerates slow image pulls
+	// and model downloads; a shorter one reports a missing node sooner.
+	JoinTimeout time.Duration
+	// CheckpointInterval is the number of steps between checkpoints. Optional: 0
+	// disables checkpoints. When positive, a checkpoint is requested after every step
+	// that is a multiple of it and after the last step.
+	CheckpointInterval int
+	// TotalSteps is the number of optimizer steps in the job, at least 1. Steps are
+	// numbered 1 to TotalSteps.
+	TotalSteps int
+	// Seed seeds the per-epoch permutation of the data shard plan. Optional: 0 is a
+	// valid seed.
+	Seed uint64
+	// Fingerprint is the job's expected fingerprint. Every field must be non-empty,
+	// and each joining node must match it exactly.
+	Fingerprint Fingerprint
+}
+
+// Validate returns an error that names the first invalid field, or nil.
+func (c Config) Validate() error {
+	switch {
+	case c.JobID == "":
+		return errors.New("coordinator config: JobID is missing")
+	case len(c.JobID) > maxJobIDBytes:
+		return fmt.Errorf("coordinator config: JobID is %d bytes, at most %d allowed", len(c.JobID), maxJobIDBytes)
+	case c.WorldSize < 1:
+		return fmt.Errorf("coordinator config: WorldSize is %d, must be at least 1", c.WorldSize)
+	case c.JoinTimeout <= 0:
+		return fmt.Errorf("coordinator config: JoinTimeout is %v, must be positive", c.JoinTimeout)
+	case c.CheckpointInterval < 0:
+		return fmt.Errorf("coordinator config: CheckpointInterval is %d, must be 0 (off) or positive", c.CheckpointInterval)
+	case c.TotalSteps < 1:
+		return fmt.Errorf("coordinator config: TotalSteps is %d, must be at least 1", c.TotalSteps)
+	}
+
+	for _, field := range c.Fingerprint.fields(c.Fingerprint) {
+		if field.job == "" {
+			return fmt.Errorf("coordinator config: Fingerprint %s is missing", field.name)
+		}
+	}
+	return nil
+}

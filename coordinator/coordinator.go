@@ -1,0 +1,193 @@
+package coordinator
+
+import (
+	"fmt"
+	"time"
+)
+
+// Phase is the stage of a job's life.
+type Phase int
+
+const (
+	// PhaseRendezvous waits for WorldSize nodes to join.
+	PhaseRendezvous Phase = iota
+	// PhaseRunning collects step reports until the last step completes.
+	PhaseRunning
+	// PhaseDone means the last step completed. It is final.
+	PhaseDone
+	// PhaseFailed means the job ended with an error. It is final.
+	PhaseFailed
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseRendezvous:
+		return "rendezvous"
+	case PhaseRunning:
+		return "running"
+	case PhaseDone:
+		return "done"
+	case PhaseFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("Phase(%d)", int(p))
+}
+
+// firstGeneration is the generation of the ring formed at rendezvous. 0 is left
+// unused so that a zero value in a message reads as "not set".
+const firstGeneration = 1
+
+// maxStepsAhead bounds how far past the last completed step a report may be, so
+// that a faulty node cannot make the coordinator buffer reports for every step.
+// Ranks advance in lockstep because every step ends with an all-reduce, so reports
+// more than one step ahead arrive only when another rank's report is delayed.
+// NOTE: 16 is a guess at the worst delivery delay in steps, not a measured value.
+const maxStepsAhead = 16
+
+// member is a node that joined and has not left.
+type member struct {
+	join Join
+	// rank is the assigned rank, or -1 during rendezvous for a node that requested
+	// none.
+	rank int
+}
+
+// Coordinator is the state machine of one job. It is not safe for concurrent use: the
+// driver calls Step from one goroutine.
+type Coordinator struct {
+	cfg      Config
+	deadline time.Time
+	phase    Phase
+	// generation is the current ring generation. Every action carries it, and step
+	// reports of other generations are dropped.
+	generation uint64
+
+	// members contains every node that joined and has not left, keyed by node id.
+	members map[string]*member
+	// joinOrder lists the node ids of members in the order they joined. Nodes without
+	// a requested rank take the free ranks in this order.
+	joinOrder []string
+
+	// ring holds the address of every rank, indexed by rank. It is nil until the
+	// job is running.
+	ring []string
+	// rankNodes holds the node id of every rank, indexed by rank. It is nil until the
+	// job is running.
+	rankNodes []string
+
+	// lastCompletedStep is the last step for which every rank reported, 0 before
+	// the first.
+	lastCompletedStep int
+	// pendingReports contains the reports of steps after lastCompletedStep, keyed by
+	// step. Each slice is indexed by rank, with nil for ranks that have not reported.
+	pendingReports map[int][]*StepReport
+}
+
+// New returns a coordinator in rendezvous whose join deadline is start plus
+// cfg.JoinTimeout.
+func New(cfg Config, start time.Time) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Coordinator{
+		cfg:            cfg,
+		deadline:       start.Add(cfg.JoinTimeout),
+		phase:          PhaseRendezvous,
+		generation:     firstGeneration,
+		members:        make(map[string]*member),
+		pendingReports: make(map[int][]*StepReport),
+	}, nil
+}
+
+// Phase returns the job's current phase.
+func (c *Coordinator) Phase() Phase { return c.phase }
+
+// Generation returns the current ring generation.
+func (c *Coordinator) Generation() uint64 { return c.generation }
+
+// JoinDeadline returns the time at which rendezvous fails unless all nodes joined.
+func (c *Coordinator) JoinDeadline() time.Time { return c.deadline }
+
+// LastCompletedStep returns the last step for which every rank reported, or 0.
+func (c *Coordinator) LastCompletedStep() int { return c.lastCompletedStep }
+
+// Step applies one event and returns the actions the driver must perform, in order.
+// A non-nil error means the event was dropped without changing state; it wraps one
+// of the package's sentinel errors. Step never returns both actions and an error.
+func (c *Coordinator) Step(event Event) ([]Action, error) {
+	switch e := event.(type) {
+	case Join:
+		return c.handleJoin(e), nil
+	case Leave:
+		return c.handleMemberLost(e.NodeID, "left the job")
+	case Dead:
+		return c.handleMemberLost(e.NodeID, "was declared dead")
+	case StepReport:
+		return c.handleStepReport(e)
+	case Tick:
+		return c.handleTick(e), nil
+	}
+	return nil, fmt.Errorf("%w: %T", ErrUnknownEvent, event)
+}
+
+func (c *Coordinator) finished() bool {
+	return c.phase == PhaseDone || c.phase == PhaseFailed
+}
+
+func (c *Coordinator) handleTick(tick Tick) []Action {
+	if c.phase != PhaseRendezvous || tick.Now.Before(c.deadline) {
+		return nil
+	}
+	reason := fmt.Sprintf("join deadline passed: %d of %d nodes joined within %v",
+		len(c.members), c.cfg.WorldSize, c.cfg.JoinTimeout)
+	return c.becomeFailed(-1, reason)
+}
+
+// handleMemberLost handles a Leave or Dead event. During rendezvous the node's place
+// is freed for another node. While running, losing any rank fails the job.
+func (c *Coordinator) handleMemberLost(nodeID, cause string) ([]Action, error) {
+	if c.finished() {
+		return nil, fmt.Errorf("%w: node %q %s after the job became %v", ErrJobFinished, nodeID, cause, c.phase)
+	}
+	m, ok := c.members[nodeID]
+	if !ok {
+		return nil, fmt.Errorf("%w: node %q %s but never joined", ErrUnknownNode, nodeID, cause)
+	}
+
+	if c.phase == PhaseRendezvous {
+		c.removeMember(nodeID)
+		return nil, nil
+	}
+
+	// TODO: recover instead of failing. Re-forming the ring at the same world size
+	// means: keep the survivors' ranks, wait (with a deadline) for a replacement node
+	// to join and take the lost rank, bump c.generation, recompute the shard plan,
+	// emit JoinAccepted to every node under the new generation and restart reports
+	// after c.lastCompletedStep. Step reports of the old generation are already
+	// dropped with ErrStaleGeneration.
+	reason := fmt.Sprintf("rank %d (node %q at %s) %s during step %d of %d",
+		m.rank, nodeID, m.join.Address, cause, c.lastCompletedStep+1, c.cfg.TotalSteps)
+	return c.becomeFailed(m.rank, reason), nil
+}
+
+func (c *Coordinator) removeMember(nodeID string) {
+	delete(c.members, nodeID)
+	for i, id := range c.joinOrder {
+		if id == nodeID {
+			c.joinOrder = append(c.joinOrder[:i], c.joinOrder[i+1:]...)
+			break
+		}
+	}
+}
+
+func (c *Coordinator) becomeFailed(rank int, reason string) []Action {
+	c.phase = PhaseFailed
+	c.pendingReports = nil
+	return []Action{FailJob{Generation: c.generation, Rank: rank, Reason: reason}}
+}
+
+func (c *Coordinator) becomeDone() []Action {
+	c.phase = PhaseDone
+	c.pendingReports = nil
+	return []Action{Done{Generation: c.generation, Step: c.lastCompletedStep}}
+}

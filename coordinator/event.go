@@ -1,0 +1,71 @@
+package coordinator
+
+import "time"
+
+// Event is an input to Coordinator.Step. The concrete types are Join, Leave, Dead,
+// StepReport and Tick.
+type Event interface {
+	isEvent()
+}
+
+// Join is a node's request to join the job.
+type Join struct {
+	// NodeID identifies the node for its whole life. It must be unique in the job.
+	NodeID string
+	// Address is the host:port of the node's collective service. Its left neighbour
+	// in the ring dials it.
+	Address string
+	// JobID is the job the node was started for.
+	JobID string
+	// RequestedRank is the rank the node requests, or -1 for any free rank.
+	RequestedRank int
+	// Fingerprint identifies the binary, configuration, model and data of the node.
+	Fingerprint Fingerprint
+}
+
+// Leave reports that a node left the membership cluster on purpose.
+type Leave struct {
+	NodeID string
+}
+
+// Dead reports that the membership layer declared a node dead.
+type Dead struct {
+	NodeID string
+}
+
+// StepReport is one rank's account of one completed optimizer step.
+type StepReport struct {
+	// Rank is the reporting rank.
+	Rank int
+	// Generation is the ring generation the step ran under.
+	Generation uint64
+	// Step is the completed step, from 1 to Config.TotalSteps.
+	Step int
+	// Loss is the rank's mean loss per target token for the step.
+	Loss float64
+	// Tokens is the number of target tokens the rank's loss is averaged over.
+	Tokens int64
+	// BytesSent is the number of bytes the rank sent in the step's all-reduces.
+	BytesSent int64
+	// ComputeTime is the time spent in forward and backward.
+	ComputeTime time.Duration
+	// AllReduceTime is the total time the all-reduces ran, overlapped or not.
+	AllReduceTime time.Duration
+	// ExposedAllReduceTime is the part of AllReduceTime that compute did not hide:
+	// the time the step waited for buckets after backward ended.
+	ExposedAllReduceTime time.Duration
+	// PeakMemory is the rank's peak accelerator or heap memory in bytes.
+	PeakMemory int64
+}
+
+// Tick carries the current time, so that the coordinator can act on deadlines without
+// reading a clock. A driver sends one every second or so.
+type Tick struct {
+	Now time.Time
+}
+
+func (Join) isEvent()       {}
+func (Leave) isEvent()      {}
+func (Dead) isEvent()       {}
+func (StepReport) isEvent() {}
+func (Tick) isEvent()       {}
