@@ -60,6 +60,9 @@ type pendingAccept struct {
 	want *Frame
 	// registered is closed once want is set.
 	registered chan struct{}
+	// superseded is closed when a member of a newer generation of the same job
+	// registers before this slot's member did, so a waiting offer rejects at once.
+	superseded chan struct{}
 	ready      chan struct{}
 	// conn is set, and ready closed, once a matching link arrived.
 	conn Conn
@@ -76,7 +79,7 @@ func keyOf(f *Frame) acceptKey {
 func (a *acceptor) slot(k acceptKey) *pendingAccept {
 	p := a.waiting[k]
 	if p == nil {
-		p = &pendingAccept{registered: make(chan struct{}), ready: make(chan struct{})}
+		p = &pendingAccept{registered: make(chan struct{}), superseded: make(chan struct{}), ready: make(chan struct{})}
 		a.waiting[k] = p
 	}
 	return p
@@ -88,6 +91,7 @@ func (a *acceptor) accept(ctx context.Context, want *Frame) (Conn, error) {
 	a.mu.Lock()
 	if a.newest[want.JobID] < want.Generation {
 		a.newest[want.JobID] = want.Generation
+		a.supersede(want.JobID, want.Generation)
 	}
 	p := a.slot(k)
 	if p.want != nil {
@@ -114,6 +118,17 @@ func (a *acceptor) accept(ctx context.Context, want *Frame) (Conn, error) {
 		}
 		delete(a.waiting, k)
 		return nil, ctx.Err()
+	}
+}
+
+// supersede wakes the offers that wait for a member of an older generation of job,
+// which can no longer register. Called with a.mu held.
+func (a *acceptor) supersede(job string, generation uint64) {
+	for k, p := range a.waiting {
+		if k.jobID == job && k.generation < generation && p.want == nil {
+			close(p.superseded)
+			delete(a.waiting, k)
+		}
 	}
 }
 
@@ -145,6 +160,11 @@ func (a *acceptor) offer(ctx context.Context, hello *Frame, connect func(want *F
 	defer timer.Stop()
 	select {
 	case <-p.registered:
+	case <-p.superseded:
+		a.mu.Lock()
+		newest := a.newest[hello.JobID]
+		a.mu.Unlock()
+		return fmt.Errorf("generation %d of job %q is stale: this endpoint serves generation %d", hello.Generation, hello.JobID, newest)
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-timer.C:
