@@ -49,6 +49,7 @@ func newApp() *cli.App {
 			mergeCommand(),
 			inspectCommand(),
 			generateCommand(),
+			evalCommand(),
 		},
 	}
 }
