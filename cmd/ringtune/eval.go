@@ -14,7 +14,6 @@ import (
 	"github.com/ringtune/ringtune/data"
 	"github.com/ringtune/ringtune/kernels/cpu"
 	"github.com/ringtune/ringtune/model"
-	"github.com/ringtune/ringtune/peft"
 )
 
 // defaultEvalSeqLen caps the row length when --seq-len is not given, so a
@@ -107,7 +106,7 @@ func runEval(c *cli.Context) error {
 	}
 	defer be.Close()
 	start := time.Now()
-	m, err := loadEvalModel(be, cfg, modelDir, c.String("adapter"), model.Options{MaxBatch: min(flags.batch, stats.Rows), MaxSeq: flags.seqLen})
+	m, err := loadInferenceModel(be, cfg, modelDir, c.String("adapter"), false, model.Options{MaxBatch: min(flags.batch, stats.Rows), MaxSeq: flags.seqLen})
 	if err != nil {
 		return err
 	}
@@ -157,40 +156,6 @@ func checkEvalFlags(c *cli.Context) (evalFlags, error) {
 		return flags, errors.New("--data is empty: pass a dataset FILE")
 	}
 	return flags, nil
-}
-
-// loadEvalModel builds the model for batches of up to opts.MaxBatch rows of
-// opts.MaxSeq tokens and loads its weights and, when adapterDir is set, the
-// adapter. The adapter runs in the projections as in LoRA training, or is
-// merged into the weights when LoRA mode cannot express it (rs-LoRA scaling,
-// a subset of layers).
-func loadEvalModel(be *cpu.Backend, cfg model.Config, modelDir, adapterDir string, opts model.Options) (*model.Model, error) {
-	var adapter *peft.Adapter
-	merge := false
-	if adapterDir != "" {
-		var err error
-		if adapter, err = peft.Load(adapterDir, cfg); err != nil {
-			return nil, err
-		}
-		lora, err := adapter.Config.LoRA()
-		if err != nil {
-			slog.Info("merging the adapter into the weights, because LoRA mode cannot apply it", "adapter", adapterDir, "reason", err)
-			merge = true
-		} else {
-			lora.Dropout = 0 // Loss never applies dropout, so skip its buffers
-			opts.Mode, opts.LoRA = model.ModeLoRA, lora
-		}
-	}
-
-	m, err := model.New(be, cfg, opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := loadWeights(m, modelDir, adapter, merge); err != nil {
-		m.Close()
-		return nil, err
-	}
-	return m, nil
 }
 
 // sumLoss runs the forward pass over all rows in index order, batchSize rows

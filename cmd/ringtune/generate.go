@@ -120,7 +120,9 @@ func runGenerate(c *cli.Context) error {
 	}
 	defer be.Close()
 	start := time.Now()
-	m, err := loadGenerateModel(be, cfg, modelDir, c.String("adapter"), c.Bool("merge-adapter"))
+	// The decoder keeps its own activations, so the training activations are
+	// sized for one token.
+	m, err := loadInferenceModel(be, cfg, modelDir, c.String("adapter"), c.Bool("merge-adapter"), model.Options{MaxBatch: 1, MaxSeq: 1})
 	if err != nil {
 		return err
 	}
@@ -244,15 +246,12 @@ func generatePrompt(c *cli.Context, tok *tokenizer.Tokenizer) ([]int32, error) {
 	return tok.Encode(text), nil
 }
 
-// loadGenerateModel builds the model for inference and loads its weights
-// and, when adapterDir is set, the adapter. The adapter runs in the
-// projections as in LoRA training, or is merged into the weights when merge
-// is set or LoRA mode cannot express it (rs-LoRA scaling, a subset of
-// layers).
-func loadGenerateModel(be *cpu.Backend, cfg model.Config, modelDir, adapterDir string, merge bool) (*model.Model, error) {
-	// The decoder keeps its own activations, so the training activations
-	// are sized for one token.
-	opts := model.Options{MaxBatch: 1, MaxSeq: 1}
+// loadInferenceModel builds a model with the activation shape of opts and
+// loads its weights and, when adapterDir is set, the adapter. The adapter
+// runs in the projections as in LoRA training, or is merged into the weights
+// when merge is set or LoRA mode cannot express it (rs-LoRA scaling, a subset
+// of layers). generate and eval use it.
+func loadInferenceModel(be *cpu.Backend, cfg model.Config, modelDir, adapterDir string, merge bool, opts model.Options) (*model.Model, error) {
 	var adapter *peft.Adapter
 	if adapterDir != "" {
 		var err error
@@ -265,7 +264,7 @@ func loadGenerateModel(be *cpu.Backend, cfg model.Config, modelDir, adapterDir s
 			merge = true
 		}
 		if !merge {
-			lora.Dropout = 0 // dropout acts in training only
+			lora.Dropout = 0 // dropout acts in training only, so skip its buffers
 			opts.Mode, opts.LoRA = model.ModeLoRA, lora
 		}
 	}
