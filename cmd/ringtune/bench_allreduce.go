@@ -14,14 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/ringtune/ringtune/collective"
 )
@@ -296,11 +293,7 @@ func runBenchAllReduce(c *cli.Context) error {
 		p.token = randomToken()
 	}
 
-	var bar *progressbar.ProgressBar
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bar = progressbar.NewOptions(len(nodes)*len(p.sizes), progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription("all-reduce sweep"), progressbar.OptionClearOnFinish())
-	}
+	bar := newProgressBar(len(nodes)*len(p.sizes), "all-reduce sweep")
 	var rows []benchRow
 	for _, n := range nodes {
 		r, err := launchLocalRing(ctx, n, p, workerLogs, func() {
@@ -598,15 +591,11 @@ func runSweep(ctx context.Context, rank, n int, peers []string, lis net.Listener
 		buf[i] = 0
 	}
 	if path := os.Getenv("RINGTUNE_CPUPROFILE"); path != "" {
-		f, err := os.Create(fmt.Sprintf("%s.rank%d", path, rank))
+		stop, err := startCPUProfile(fmt.Sprintf("%s.rank%d", path, rank))
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	for _, size := range p.sizes {
 		b := buf[:size/4]

@@ -15,15 +15,12 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/ringtune/ringtune/data"
 	"github.com/ringtune/ringtune/kernels"
@@ -344,10 +341,8 @@ func timeSteps(ctx context.Context, m *model.Model, opt *model.AdamW, p stepPara
 	rng := rand.New(rand.NewPCG(p.seed, 0x72696e6774756e65)) // second word: "ringtune" in ASCII
 	batch := newNextTokenBatch(p.batch, p.seq)
 
-	var bar *progressbar.ProgressBar
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bar = progressbar.NewOptions(p.warmup+p.steps, progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription(fmt.Sprintf("%s %s steps", p.shape, p.opts.Mode)), progressbar.OptionClearOnFinish())
+	bar := newProgressBar(p.warmup+p.steps, fmt.Sprintf("%s %s steps", p.shape, p.opts.Mode))
+	if bar != nil {
 		defer bar.Finish()
 	}
 
@@ -357,7 +352,7 @@ func timeSteps(ctx context.Context, m *model.Model, opt *model.AdamW, p stepPara
 			return nil, err
 		}
 		if i == p.warmup {
-			stop, err := startStepProfile()
+			stop, err := startCPUProfile(os.Getenv("RINGTUNE_CPUPROFILE"))
 			if err != nil {
 				return nil, err
 			}
@@ -387,29 +382,6 @@ func timeSteps(ctx context.Context, m *model.Model, opt *model.AdamW, p stepPara
 		}
 	}
 	return times, nil
-}
-
-// startStepProfile starts a CPU profile into $RINGTUNE_CPUPROFILE, when set, and
-// returns the function that stops it.
-func startStepProfile() (stop func(), err error) {
-	path := os.Getenv("RINGTUNE_CPUPROFILE")
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("RINGTUNE_CPUPROFILE: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start CPU profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			slog.Error("writing the CPU profile failed", "path", path, "err", err)
-		}
-	}, nil
 }
 
 // newNextTokenBatch allocates a batch of rows of one example each, whose tokens
