@@ -3,11 +3,11 @@
 // names, LoRA adapter specifications, and Model, which runs the forward and
 // backward passes of Qwen3ForCausalLM on a kernels.Backend.
 //
-// Entry points: LoadConfig or Preset gives a Config; New builds a Model, which
-// LoadBase or InitRandom fills; ForwardBackward, Loss and Logits run it on a
-// data.Batch; NewAdamW and Schedule update the trainable tensors; NewDecoder
-// generates text with a KV cache, sampling with a Sampler. Package peft saves
-// and loads the adapters of a model in LoRA mode.
+// Entry points: LoadConfig or Preset returns a Config, and New builds a Model
+// from it, which LoadBase or InitRandom fills. ForwardBackward, Loss and Logits
+// run the model on a data.Batch. NewAdamW and Schedule update the trainable
+// tensors. NewDecoder generates text with a KV cache and samples with a
+// Sampler. Package peft saves and loads the adapters of a model in LoRA mode.
 //
 // # Buffers
 //

@@ -128,8 +128,11 @@ func (m *Model) loadEntry(ckpt *checkpoint.Model, e *tensorEntry) error {
 func (m *Model) warnIfHeadDiffers(ckpt *checkpoint.Model) {
 	n := m.embed.numElements()
 	head, embed := make([]float32, n), make([]float32, n)
-	if ckpt.ReadFloat32(tiedHeadName, head) != nil || ckpt.ReadFloat32(m.embed.name, embed) != nil {
-		return // LoadBase already read the embedding, so this cannot fail on a valid file
+	// The check is advisory: LoadBase has loaded the embedding already, so a failed
+	// read here only loses the warning.
+	if err := errors.Join(ckpt.ReadFloat32(tiedHeadName, head), ckpt.ReadFloat32(m.embed.name, embed)); err != nil {
+		slog.Warn("model: could not compare the checkpoint's lm_head.weight with the embedding", "err", err)
+		return
 	}
 	if !slices.Equal(head, embed) {
 		slog.Warn("model: checkpoint has an lm_head.weight that differs from model.embed_tokens.weight, but tie_word_embeddings is true, so the embedding is used as the head as transformers does; set tie_word_embeddings false in config.json to train a separate head",

@@ -22,8 +22,8 @@ type ChatOptions struct {
 	// AddGenerationPrompt ends the text with the header of a new assistant turn.
 	AddGenerationPrompt bool
 
-	// EnableThinking false puts an empty thinking block in the generation prompt, which
-	// tells Qwen3 to answer without thinking. nil leaves it undefined, as the template's
+	// EnableThinking false puts an empty thinking block in the generation prompt, so
+	// Qwen3 replies without thinking. nil leaves it undefined, as the template's
 	// default.
 	EnableThinking *bool
 

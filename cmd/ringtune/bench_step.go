@@ -30,7 +30,7 @@ import (
 
 // defaultStepLoRATargets are the projections of model.DefaultLoRA, which
 // bench/peers/torch_train_step.py also adapts by default.
-const defaultStepLoRATargets = "q_proj,k_proj,v_proj,o_proj"
+var defaultStepLoRATargets = strings.Join(model.DefaultLoRA().TargetModules, ",")
 
 func benchStepCommand() *cli.Command {
 	return &cli.Command{
