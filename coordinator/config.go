@@ -61,6 +61,10 @@ type Config struct {
 	// TotalSteps is the number of optimizer steps in the job, at least 1. Steps are
 	// numbered 1 to TotalSteps.
 	TotalSteps int
+	// StartStep is the last step completed before this run, for a job resumed
+	// from a checkpoint; the first report is for StartStep+1. Optional: 0 starts
+	// a new job. Must be less than TotalSteps.
+	StartStep int
 	// Seed seeds the per-epoch permutation of the data shard plan. Optional: 0 is a
 	// valid seed.
 	Seed uint64
@@ -84,6 +88,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("coordinator config: CheckpointInterval is %d, must be 0 (off) or positive", c.CheckpointInterval)
 	case c.TotalSteps < 1:
 		return fmt.Errorf("coordinator config: TotalSteps is %d, must be at least 1", c.TotalSteps)
+	case c.StartStep < 0 || c.StartStep >= c.TotalSteps:
+		return fmt.Errorf("coordinator config: StartStep is %d, must be in [0, TotalSteps %d)", c.StartStep, c.TotalSteps)
 	}
 
 	for _, field := range c.Fingerprint.fields(c.Fingerprint) {

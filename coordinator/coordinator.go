@@ -90,12 +90,14 @@ func New(cfg Config, start time.Time) (*Coordinator, error) {
 		return nil, err
 	}
 	return &Coordinator{
-		cfg:            cfg,
-		deadline:       start.Add(cfg.JoinTimeout),
-		phase:          PhaseRendezvous,
-		generation:     firstGeneration,
-		members:        make(map[string]*member),
-		pendingReports: make(map[int][]*StepReport),
+		cfg:        cfg,
+		deadline:   start.Add(cfg.JoinTimeout),
+		phase:      PhaseRendezvous,
+		generation: firstGeneration,
+		// A resumed job continues after its checkpoint's step.
+		lastCompletedStep: cfg.StartStep,
+		members:           make(map[string]*member),
+		pendingReports:    make(map[int][]*StepReport),
 	}, nil
 }
 

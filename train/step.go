@@ -146,6 +146,10 @@ func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, 
 	}, nil
 }
 
+// SetConsecutiveSkips sets the count of skipped updates in a row that the
+// next skipped step adds to, for a run resumed from a checkpoint.
+func (s *Stepper) SetConsecutiveSkips(n int) { s.skipped = max(n, 0) }
+
 // Buckets returns the gradient buckets in the order their all-reduce starts.
 func (s *Stepper) Buckets() []Bucket { return append([]Bucket(nil), s.buckets...) }
 

@@ -17,12 +17,12 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/internal/sysmem"
 	"github.com/ringtune/ringtune/kernels"
 	"github.com/ringtune/ringtune/kernels/cpu"
 	"github.com/ringtune/ringtune/model"
@@ -327,7 +327,7 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 	r := stepResult{
 		TokensPerS:   float64(p.batch*p.seq) / stepS,
 		StepS:        stepS,
-		PeakRSSBytes: peakRSSBytes(),
+		PeakRSSBytes: sysmem.PeakRSSBytes(),
 		Shape:        p.shape,
 		Mode:         p.opts.Mode.String(),
 	}
@@ -430,19 +430,6 @@ func medianSeconds(values []float64) float64 {
 		return sorted[n/2]
 	}
 	return (sorted[n/2-1] + sorted[n/2]) / 2
-}
-
-// peakRSSBytes returns the maximum resident set size of this process so far.
-func peakRSSBytes() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		slog.Warn("getrusage failed, so the peak RSS is reported as 0", "err", err)
-		return 0
-	}
-	if runtime.GOOS == "darwin" {
-		return int64(ru.Maxrss) // bytes on macOS
-	}
-	return int64(ru.Maxrss) * 1024 // KiB on Linux and the BSDs
 }
 
 // logMemory logs, at debug level, the resident set size of the process now

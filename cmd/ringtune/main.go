@@ -44,12 +44,16 @@ func newApp() *cli.App {
 			return setupLogging(c.String("log-level"), c.String("log-format"))
 		},
 		Commands: []*cli.Command{
+			trainCommand(),
+			coordinatorCommand(),
+			nodeCommand(),
 			benchCommand(),
 			tokenizeCommand(),
 			mergeCommand(),
 			inspectCommand(),
 			generateCommand(),
 			evalCommand(),
+			prepareDemoCommand(),
 		},
 	}
 }

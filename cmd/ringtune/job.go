@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ringtune/ringtune/coordinator"
+	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/jobconfig"
+	"github.com/ringtune/ringtune/node"
+)
+
+// tokenEnv is the environment variable that carries the job token.
+const tokenEnv = "RINGTUNE_JOB_TOKEN"
+
+// defaultCoordinatorPort is the coordinator's gRPC port when neither a flag, the
+// config nor MASTER_PORT names one.
+const defaultCoordinatorPort = "29400"
+
+// jobFlags are the flags that select and override the job config, shared by
+// train, coordinator and node.
+func jobFlags() []cli.Flag {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "job config `FILE` (YAML); every flag below overrides it"},
+	}
+	return append(flags, jobconfig.Flags()...)
+}
+
+// tokenFlags select the job token.
+func tokenFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "token-file", Usage: "`FILE` holding the job token, the shared secret of the coordinator and all nodes (default: $" + tokenEnv + ")"},
+	}
+}
+
+// loadJob reads the config named by --config and applies the flags and, for
+// the world size, WORLD_SIZE (as torchrun sets it) when --cluster-nodes is not given.
+func loadJob(c *cli.Context) (*jobconfig.Config, error) {
+	job, err := jobconfig.LoadWithFlags(c, c.String("config"))
+	if err != nil {
+		return nil, err
+	}
+	if ws := os.Getenv("WORLD_SIZE"); ws != "" && !c.IsSet("cluster-nodes") {
+		n, err := strconv.Atoi(ws)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("invalid WORLD_SIZE %q: must be a positive integer", ws)
+		}
+		job.Cluster.Nodes = n
+		if err := job.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return job, nil
+}
+
+// readToken returns the job token from --token-file or the environment.
+func readToken(c *cli.Context) (string, error) {
+	if path := c.String("token-file"); path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		token := strings.TrimSpace(string(raw))
+		if token == "" {
+			return "", fmt.Errorf("--token-file %s is empty: write the job token into it", path)
+		}
+		return token, nil
+	}
+	if token := os.Getenv(tokenEnv); token != "" {
+		return token, nil
+	}
+	return "", fmt.Errorf("the job token is missing: set $%s or --token-file to the same secret on the coordinator and every node", tokenEnv)
+}
+
+// coordinatorAddress returns the coordinator's host:port from, in order, the
+// flag, $RINGTUNE_COORDINATOR, MASTER_ADDR and MASTER_PORT, and the config.
+func coordinatorAddress(c *cli.Context, job *jobconfig.Config) string {
+	if addr := c.String("coordinator"); addr != "" {
+		return addr
+	}
+	if addr := os.Getenv("RINGTUNE_COORDINATOR"); addr != "" {
+		return addr
+	}
+	if host := os.Getenv("MASTER_ADDR"); host != "" {
+		port := os.Getenv("MASTER_PORT")
+		if port == "" {
+			port = defaultCoordinatorPort
+		}
+		return net.JoinHostPort(host, port)
+	}
+	if job.Cluster.Coordinator != "" {
+		return job.Cluster.Coordinator
+	}
+	return net.JoinHostPort("127.0.0.1", defaultCoordinatorPort)
+}
+
+// planJob reads the job's inputs and returns them with the coordinator config
+// of the job. resume, when set, names the checkpoint the job continues from.
+func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *slog.Logger) (*node.Inputs, coordinator.Config, error) {
+	inputs, err := node.LoadInputs(ctx, job, version, logger)
+	if err != nil {
+		return nil, coordinator.Config{}, err
+	}
+	sampler, err := data.NewSampler(inputs.Dataset.Train.Len(), data.ShardPlan{
+		Seed: job.Seed, WorldSize: job.Cluster.Nodes, BatchSize: job.Batch.MicroBatchSize, Shuffle: job.Shuffle(),
+	})
+	if err != nil {
+		return nil, coordinator.Config{}, err
+	}
+	total := job.TotalSteps(sampler.BatchesPerEpoch())
+	interval := job.Checkpoint.EverySteps
+	if interval == 0 {
+		interval = total // checkpoint after the last step only
+	}
+	startStep := 0
+	if resume != "" {
+		dir, err := node.ResolveCheckpoint(resume)
+		if err != nil {
+			return nil, coordinator.Config{}, err
+		}
+		st, err := node.ReadTrainerState(dir)
+		if err != nil {
+			return nil, coordinator.Config{}, err
+		}
+		if st.Step >= total {
+			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is at step %d, and the job has %d steps: raise schedule.steps to train further", dir, st.Step, total)
+		}
+		startStep = st.Step
+	}
+	cfg := coordinator.Config{
+		JobID:              job.JobID,
+		WorldSize:          job.Cluster.Nodes,
+		JoinTimeout:        job.JoinTimeoutDuration(),
+		CheckpointInterval: interval,
+		TotalSteps:         total,
+		StartStep:          startStep,
+		Seed:               job.Seed,
+		Fingerprint:        inputs.Fingerprint,
+	}
+	return inputs, cfg, cfg.Validate()
+}
+
+// describeJobError rewords a job failure caused by a lost rank so that the
+// rank leads the message.
+func describeJobError(err error) error {
+	var jobErr *coordinator.JobError
+	if errors.As(err, &jobErr) && jobErr.Rank >= 0 {
+		return fmt.Errorf("job failed: rank %d was lost: %s", jobErr.Rank, jobErr.Reason)
+	}
+	return err
+}

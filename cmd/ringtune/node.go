@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ringtune/ringtune/node"
+)
+
+func nodeCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "coordinator", Usage: "`HOST:PORT` of the coordinator (default: $RINGTUNE_COORDINATOR, $MASTER_ADDR:$MASTER_PORT, cluster.coordinator)"},
+		&cli.IntFlag{Name: "rank", Value: -1, Usage: "rank to request, or -1 for any free rank (default: $RANK)"},
+		&cli.StringFlag{Name: "node-id", Usage: "name of this node, unique in the job (default: hostname-pid)"},
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` of this node's collective service; use :PORT across hosts"},
+		&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that the left neighbour dials (default: the listener's address)"},
+		&cli.StringFlag{Name: "gossip-addr", Usage: "`HOST:PORT` of the membership (gossip) listener; empty turns membership off"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "`HOST:PORT` serving Prometheus /metrics; empty turns it off"},
+		&cli.StringFlag{Name: "health-addr", Usage: "`HOST:PORT` serving gRPC health; empty turns it off"},
+		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR`, or the newest checkpoint of an output folder"},
+		&cli.IntFlag{Name: "workers", Usage: "compute goroutines (default: GOMAXPROCS)"},
+	}
+	flags = append(flags, tokenFlags()...)
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run one rank of a multi-host job: join the coordinator, train, all-reduce gradients",
+		Description: `A node reads the job config, the model, the tokenizer and the data, joins the
+coordinator and trains its shard of every global batch. Rank 0 writes metrics.jsonl,
+checkpoints and the final model or adapter into the config's output folder.
+The node exits with status 0 when the job is done, and non-zero when it fails.`,
+		Flags:  append(flags, jobFlags()...),
+		Action: runNode,
+	}
+}
+
+func runNode(c *cli.Context) error {
+	job, err := loadJob(c)
+	if err != nil {
+		return err
+	}
+	token, err := readToken(c)
+	if err != nil {
+		return err
+	}
+	rank := c.Int("rank")
+	if !c.IsSet("rank") {
+		if env := os.Getenv("RANK"); env != "" {
+			if rank, err = strconv.Atoi(env); err != nil || rank < 0 {
+				return fmt.Errorf("invalid RANK %q: must be a non-negative integer", env)
+			}
+		}
+	}
+	slog.Info("resolved job config", "job", job.JobID, "config", job.YAML())
+
+	res, err := node.Run(c.Context, node.Config{
+		Job:           job,
+		Coordinator:   coordinatorAddress(c, job),
+		Token:         token,
+		NodeID:        c.String("node-id"),
+		ListenAddr:    c.String("listen"),
+		AdvertiseAddr: c.String("advertise"),
+		GossipAddr:    c.String("gossip-addr"),
+		MetricsAddr:   c.String("metrics-addr"),
+		HealthAddr:    c.String("health-addr"),
+		Rank:          rank,
+		Resume:        c.String("resume"),
+		Version:       version,
+		Workers:       c.Int("workers"),
+		Logger:        slog.Default(),
+	})
+	if err != nil {
+		return err
+	}
+	slog.Info("node finished", "rank", res.Rank, "steps", res.Steps, "loss", res.Loss, "output", res.Output)
+	return nil
+}

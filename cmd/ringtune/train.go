@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ringtune/ringtune/coordinator"
+	"github.com/ringtune/ringtune/jobconfig"
+)
+
+// childStopGrace is how long train waits for node processes to exit after
+// SIGTERM before it kills them.
+const childStopGrace = 10 * time.Second
+
+func trainCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Usage: "number of local node processes (overrides cluster.nodes)"},
+		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR`, or the newest checkpoint of an output folder"},
+		&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout"},
+	}
+	return &cli.Command{
+		Name:  "train",
+		Usage: "train on this host: a coordinator and N node processes over loopback",
+		Description: `train starts a coordinator and cluster.nodes node processes on 127.0.0.1, shows
+the progress of the job and prints a summary. Rank 0 writes metrics.jsonl,
+checkpoints, the final model or adapter and summary.json into the output folder;
+each node's log goes to logs/node-RANK.log there. Ctrl-C stops every process and
+leaves the last checkpoint intact; --resume continues from it.`,
+		Flags:  append(flags, jobFlags()...),
+		Action: runTrain,
+	}
+}
+
+func runTrain(c *cli.Context) error {
+	job, err := loadJob(c)
+	if err != nil {
+		return err
+	}
+	if c.IsSet("nodes") {
+		job.Cluster.Nodes = c.Int("nodes")
+		if err := job.Validate(); err != nil {
+			return fmt.Errorf("--nodes: %w", err)
+		}
+	}
+	slog.Info("resolved job config", "job", job.JobID, "config", job.YAML())
+
+	// Read and check the inputs here, so that a bad file fails once, before any
+	// node starts.
+	begin := time.Now()
+	_, coordCfg, err := planJob(c.Context, job, c.String("resume"), slog.Default())
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(job.Output, "logs"), 0o755); err != nil {
+		return fmt.Errorf("creating the output folder: %w", err)
+	}
+	resolved := filepath.Join(job.Output, "job.yaml")
+	if err := writeResolvedConfig(resolved, job); err != nil {
+		return err
+	}
+	token, err := newToken()
+	if err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	progress := newTrainProgress(coordCfg.TotalSteps, job.Cluster.Nodes)
+	server, err := coordinator.NewServer(coordinator.ServerConfig{
+		Job:        coordCfg,
+		Token:      token,
+		Listener:   lis,
+		GossipAddr: "127.0.0.1:0",
+		Logger:     slog.Default().With("component", "coordinator"),
+		OnSummary:  progress.observe,
+	})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+
+	ctx, cancel := context.WithCancelCause(c.Context)
+	defer cancel(nil)
+	serverDone := make(chan error, 1)
+	go func() { serverDone <- server.Run(ctx) }()
+
+	nodes, err := startNodes(job, resolved, server.Addr(), token, c.String("resume"))
+	if err != nil {
+		cancel(err)
+		<-serverDone
+		return err
+	}
+	serverErr, nodeErrs := waitJob(ctx, server, serverDone, nodes)
+	progress.finish()
+
+	if err := firstJobError(c.Context, serverErr, nodeErrs, nodes); err != nil {
+		return err
+	}
+	return printTrainSummary(c, job, time.Since(begin))
+}
+
+// writeResolvedConfig writes the job config that every node process reads.
+func writeResolvedConfig(path string, job *jobconfig.Config) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(job.YAML()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// newToken returns a random job token for a job whose processes all run here.
+func newToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// localNode is one node process of a local job.
+type localNode struct {
+	rank int
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+// startNodes starts one node process per rank. Each process gets its share of
+// the cores, so that N processes on one host do not oversubscribe it.
+func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume string) ([]*localNode, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	n := job.Cluster.Nodes
+	procs := max(1, runtime.NumCPU()/n)
+	var nodes []*localNode
+	for rank := range n {
+		args := []string{"node", "--config", configPath, "--coordinator", coordAddr,
+			"--rank", strconv.Itoa(rank), "--node-id", fmt.Sprintf("local-%d", rank), "--gossip-addr", "127.0.0.1:0"}
+		if resume != "" {
+			args = append(args, "--resume", resume)
+		}
+		logPath := filepath.Join(job.Output, "logs", fmt.Sprintf("node-%d.log", rank))
+		logFile, err := os.Create(logPath)
+		if err != nil {
+			stopNodes(nodes)
+			return nil, err
+		}
+		cmd := exec.Command(exe, args...)
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		cmd.Env = append(os.Environ(), tokenEnv+"="+token, "GOMAXPROCS="+strconv.Itoa(procs),
+			"RINGTUNE_LOG_FORMAT=text", "WORLD_SIZE=", "RANK=", "MASTER_ADDR=", "RINGTUNE_COORDINATOR=")
+		setParentDeathSignal(cmd)
+		if err := cmd.Start(); err != nil {
+			logFile.Close()
+			stopNodes(nodes)
+			return nil, fmt.Errorf("starting node %d: %w", rank, err)
+		}
+		logFile.Close() // the child holds its own descriptor
+		node := &localNode{rank: rank, cmd: cmd, log: logPath, done: make(chan struct{})}
+		go func() {
+			node.err = cmd.Wait()
+			close(node.done)
+		}()
+		nodes = append(nodes, node)
+		slog.Debug("started node", "rank", rank, "pid", cmd.Process.Pid, "log", logPath)
+	}
+	return nodes, nil
+}
+
+// waitJob waits until the coordinator ends the job and every node exits. When
+// ctx ends first (Ctrl-C), it stops the nodes.
+func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan error, nodes []*localNode) (error, []error) {
+	var serverErr error
+	serverRunning := true
+	var wg sync.WaitGroup
+	allExited := make(chan struct{})
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() { <-n.done; wg.Done() }()
+	}
+	go func() { wg.Wait(); close(allExited) }()
+
+	stopping := false
+	for {
+		select {
+		case serverErr = <-serverDone:
+			serverRunning = false
+			serverDone = nil
+			// Nodes exit on their own once the job ends. Give them a moment,
+			// then stop the rest.
+			go func() {
+				select {
+				case <-allExited:
+				case <-time.After(30 * time.Second):
+					stopNodes(nodes)
+				}
+			}()
+		case <-allExited:
+			allExited = nil
+			if !serverRunning {
+				return serverErr, nodeErrors(nodes)
+			}
+			// Every node exited but the coordinator still runs: it learns of the
+			// lost nodes through their watch streams and ends the job.
+		case <-ctx.Done():
+			if !stopping {
+				stopping = true
+				slog.Warn("stopping every node process", "cause", context.Cause(ctx))
+				go stopNodes(nodes)
+			}
+			ctx = context.Background()
+		}
+		if !serverRunning && allExited == nil {
+			return serverErr, nodeErrors(nodes)
+		}
+	}
+}
+
+func nodeErrors(nodes []*localNode) []error {
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		errs[i] = n.err
+	}
+	return errs
+}
+
+// stopNodes sends SIGTERM to every running node and SIGKILL to those still
+// running after childStopGrace.
+func stopNodes(nodes []*localNode) {
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+		default:
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.After(childStopGrace)
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+		case <-deadline:
+			_ = n.cmd.Process.Kill()
+		}
+	}
+}
+
+// firstJobError returns the error that best explains a failed job: the
+// coordinator's, then the first failed node's with the end of its log.
+func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes []*localNode) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("stopped: %w (the last checkpoint in the output folder is intact; continue with --resume)", context.Cause(ctx))
+	}
+	var failed []string
+	for i, err := range nodeErrs {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("node %d: %v; the end of %s:\n%s", nodes[i].rank, err, nodes[i].log, logTail(nodes[i].log, 6)))
+		}
+	}
+	if serverErr != nil {
+		err := describeJobError(serverErr)
+		if len(failed) > 0 {
+			return fmt.Errorf("%w\n%s", err, failed[0])
+		}
+		return err
+	}
+	if len(failed) > 0 {
+		return errors.New(failed[0])
+	}
+	return nil
+}
+
+// logTail returns the last lines of a log file.
+func logTail(path string, lines int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 16 << 10
+	info, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	offset := max(0, info.Size()-window)
+	buf := make([]byte, info.Size()-offset)
+	if _, err := f.ReadAt(buf, offset); err != nil && err != io.EOF {
+		return ""
+	}
+	end := len(buf)
+	for end > 0 && buf[end-1] == '\n' {
+		end--
+	}
+	start := end
+	for count := 0; start > 0; start-- {
+		if buf[start-1] == '\n' {
+			count++
+			if count == lines {
+				break
+			}
+		}
+	}
+	return string(buf[start:end])
+}

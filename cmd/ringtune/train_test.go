@@ -1,0 +1,535 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringtune/ringtune/checkpoint"
+	"github.com/ringtune/ringtune/model"
+	"github.com/ringtune/ringtune/node"
+)
+
+// trainTestConfig is the model of the end-to-end tests: the tiny tokenizer's
+// vocabulary and a few thousand parameters per layer, so a step takes
+// milliseconds.
+var trainTestConfig = model.Config{
+	VocabSize: 1000, HiddenSize: 64, IntermediateSize: 128, NumLayers: 2,
+	NumHeads: 4, NumKVHeads: 2, HeadDim: 16, RMSNormEps: 1e-6, RopeTheta: 10000,
+	MaxPositionEmbeddings: 256, TieWordEmbeddings: true, InitializerRange: 0.02,
+}
+
+// writeTrainData writes n plain text documents of random words, separated by
+// blank lines, and returns the file's path.
+func writeTrainData(t *testing.T, dir string, n int) string {
+	t.Helper()
+	words := strings.Fields("the a model token ring rank node step loss gradient bucket adapter train data epoch batch sum mean layer head weight")
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString("\n\n")
+		}
+		for j := range 5 + rng.IntN(20) {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(words[rng.IntN(len(words))])
+		}
+		b.WriteByte('.')
+	}
+	path := filepath.Join(dir, "train.txt")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	return path
+}
+
+// trainJob describes one end-to-end job config.
+type trainJob struct {
+	mode       string // full or lora
+	base       string // model folder
+	train      string
+	output     string
+	nodes      int
+	micro      int
+	accum      int
+	steps      int
+	checkpoint int
+	extra      string // more YAML, appended
+}
+
+func writeTrainJob(t *testing.T, dir string, j trainJob) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`job_id: e2e
+seed: 7
+mode: %s
+model:
+  base: %s
+  tokenizer: %s
+lora:
+  rank: 4
+  alpha: 8
+  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]
+data:
+  train: %s
+  eval_fraction: 0.1
+  seq_len: 32
+batch:
+  micro_batch_size: %d
+  grad_accum_steps: %d
+optimizer:
+  lr: 0.003
+  eps: 0.0001
+schedule:
+  steps: %d
+  warmup_steps: 2
+eval:
+  every_steps: 2
+checkpoint:
+  every_steps: %d
+  keep: 0
+cluster:
+  nodes: %d
+  join_timeout: 60s
+output: %s
+%s`, j.mode, j.base, mustAbs(t, tinyTokenizerDir), j.train, j.micro, j.accum, j.steps, j.checkpoint, j.nodes, j.output, j.extra)
+	path := filepath.Join(dir, fmt.Sprintf("job-%d.yaml", time.Now().UnixNano()))
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+	return path
+}
+
+func mustAbs(t *testing.T, path string) string {
+	abs, err := filepath.Abs(path)
+	require.NoError(t, err)
+	return abs
+}
+
+// runTrainCLI runs `ringtune train` and returns its stdout.
+func runTrainCLI(t *testing.T, configPath string, args ...string) string {
+	t.Helper()
+	stdout, stderr, err := runCLI(t, append([]string{"train", "--config", configPath}, args...)...)
+	require.NoError(t, err, "stderr:\n%s", stderr)
+	return stdout
+}
+
+// readTensors reads every tensor of the safetensors files in dir.
+func readTensors(t *testing.T, dir string) map[string][]float32 {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "no safetensors files in %s", dir)
+	out := map[string][]float32{}
+	for _, path := range files {
+		f, err := checkpoint.Open(path)
+		require.NoError(t, err)
+		for _, info := range f.Tensors() {
+			n := 1
+			for _, d := range info.Shape {
+				n *= d
+			}
+			values := make([]float32, n)
+			require.NoError(t, f.ReadFloat32(info.Name, values))
+			out[info.Name] = values
+		}
+		f.Close()
+	}
+	return out
+}
+
+// assertTensorsClose checks that two tensor sets have the same names and
+// values within tol, relative to the largest magnitude of each tensor.
+func assertTensorsClose(t *testing.T, want, got map[string][]float32, tol float64) {
+	t.Helper()
+	require.Equal(t, len(want), len(got), "tensor count")
+	for name, w := range want {
+		g, ok := got[name]
+		require.True(t, ok, "tensor %s missing", name)
+		require.Equal(t, len(w), len(g), "tensor %s length", name)
+		var scale, worst float64
+		for i := range w {
+			scale = max(scale, math.Abs(float64(w[i])))
+			worst = max(worst, math.Abs(float64(w[i])-float64(g[i])))
+		}
+		assert.LessOrEqual(t, worst, tol*max(scale, 1e-6), "tensor %s differs by %g (scale %g)", name, worst, scale)
+	}
+}
+
+func readMetrics(t *testing.T, output string) []node.MetricsLine {
+	t.Helper()
+	f, err := os.Open(filepath.Join(output, node.MetricsFile))
+	require.NoError(t, err)
+	defer f.Close()
+	var lines []node.MetricsLine
+	scanner := bufio.NewScanner(f)
+	for scanner.Scan() {
+		var line node.MetricsLine
+		require.NoError(t, json.Unmarshal(scanner.Bytes(), &line), scanner.Text())
+		lines = append(lines, line)
+	}
+	require.NoError(t, scanner.Err())
+	return lines
+}
+
+func readSummary(t *testing.T, output string) node.Summary {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(output, node.SummaryFile))
+	require.NoError(t, err)
+	var s node.Summary
+	require.NoError(t, json.Unmarshal(raw, &s))
+	return s
+}
+
+// newTrainBase writes a random base model with the test shape and tokenizer.
+func newTrainBase(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "base")
+	writeGenerateModel(t, dir, trainTestConfig, true)
+	return dir
+}
+
+func TestTrainTwoNodesMatchOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	for _, mode := range []string{"full", "lora"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			base := newTrainBase(t)
+			trainPath := writeTrainData(t, dir, 120)
+
+			// The same global batch of 4 rows: 2 ranks × 2 rows, or 1 rank × 2 micro-batches of 2.
+			two := writeTrainJob(t, dir, trainJob{mode: mode, base: base, train: trainPath, output: filepath.Join(dir, "two"), nodes: 2, micro: 2, accum: 1, steps: 6})
+			one := writeTrainJob(t, dir, trainJob{mode: mode, base: base, train: trainPath, output: filepath.Join(dir, "one"), nodes: 1, micro: 2, accum: 2, steps: 6})
+			runTrainCLI(t, two)
+			runTrainCLI(t, one)
+
+			final := "model"
+			if mode == "lora" {
+				final = "adapter"
+			}
+			want := readTensors(t, filepath.Join(dir, "one", final))
+			got := readTensors(t, filepath.Join(dir, "two", final))
+			assertTensorsClose(t, want, got, 1e-4)
+
+			// The run trained: the weights moved away from the base.
+			if mode == "full" {
+				baseTensors := readTensors(t, base)
+				moved := false
+				for name, w := range baseTensors {
+					for i := range w {
+						if w[i] != got[name][i] {
+							moved = true
+						}
+					}
+				}
+				assert.True(t, moved, "training left every weight unchanged")
+			}
+
+			// Both runs log the same losses, step by step.
+			oneLines, twoLines := readMetrics(t, filepath.Join(dir, "one")), readMetrics(t, filepath.Join(dir, "two"))
+			require.Len(t, twoLines, 6)
+			require.Len(t, oneLines, 6)
+			for i := range oneLines {
+				require.NotNil(t, oneLines[i].Loss)
+				require.NotNil(t, twoLines[i].Loss)
+				assert.InDelta(t, *oneLines[i].Loss, *twoLines[i].Loss, 1e-4, "loss of step %d", i+1)
+				assert.Equal(t, oneLines[i].TargetTokens, twoLines[i].TargetTokens, "target tokens of step %d", i+1)
+			}
+			assert.NotNil(t, twoLines[5].EvalLoss, "no eval after the last step")
+		})
+	}
+}
+
+// loraParams counts the adapter values of trainTestConfig with rank 4 on all
+// seven projections: rank × (in + out) per projection and layer.
+func loraParams(cfg model.Config, rank int) int64 {
+	q := cfg.NumHeads * cfg.HeadDim
+	kv := cfg.NumKVHeads * cfg.HeadDim
+	h, f := cfg.HiddenSize, cfg.IntermediateSize
+	perLayer := (h + q) + (h + kv) + (h + kv) + (q + h) + (h + f) + (h + f) + (f + h)
+	return int64(cfg.NumLayers * rank * perLayer)
+}
+
+func TestTrainBytesOnTheWire(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	for _, mode := range []string{"full", "lora"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			base := newTrainBase(t)
+			trainPath := writeTrainData(t, dir, 60)
+			out := filepath.Join(dir, "out")
+			job := writeTrainJob(t, dir, trainJob{mode: mode, base: base, train: trainPath, output: out, nodes: 2, micro: 2, accum: 1, steps: 3})
+			runTrainCLI(t, job)
+
+			summary := readSummary(t, out)
+			var params int64
+			if mode == "lora" {
+				params = loraParams(trainTestConfig, 4)
+			} else {
+				be := trainTestConfig
+				params = int64(be.VocabSize*be.HiddenSize) + int64(be.NumLayers)*int64(
+					2*be.HiddenSize+ // norms
+						be.HiddenSize*be.NumHeads*be.HeadDim*2+ // q, o
+						be.HiddenSize*be.NumKVHeads*be.HeadDim*2+ // k, v
+						2*be.HeadDim+ // q_norm, k_norm
+						3*be.HiddenSize*be.IntermediateSize) + int64(be.HiddenSize) // final norm
+			}
+			assert.Equal(t, params, summary.TrainableParams)
+			assert.Equal(t, 4*params, summary.GradientBytes)
+
+			// Ring all-reduce sends 2(N-1)/N of the gradient bytes per rank; the
+			// target count and the loss add a few bytes, and eval steps an eval sum.
+			want := float64(2*(2-1)) / 2 * float64(4*params)
+			for _, line := range readMetrics(t, out) {
+				assert.InEpsilon(t, want, float64(line.BytesSentPerNode), 0.02, "step %d", line.Step)
+			}
+		})
+	}
+}
+
+func TestTrainResumeMatchesUninterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	trainPath := writeTrainData(t, dir, 80)
+
+	// LoRA dropout makes the masks depend on the restored dropout step, and
+	// two micro-batches per step on the restored sampler position.
+	whole := filepath.Join(dir, "whole")
+	wholeJob := writeTrainJob(t, dir, trainJob{mode: "lora", base: base, train: trainPath, output: whole, nodes: 2, micro: 2, accum: 2, steps: 8, checkpoint: 3})
+	runTrainCLI(t, wholeJob, "--lora-dropout", "0.1")
+	for _, step := range []int{3, 6, 8} {
+		assert.DirExists(t, filepath.Join(whole, "checkpoints", fmt.Sprintf("step-%08d", step)))
+	}
+
+	resumed := filepath.Join(dir, "resumed")
+	resumedJob := writeTrainJob(t, dir, trainJob{mode: "lora", base: base, train: trainPath, output: resumed, nodes: 2, micro: 2, accum: 2, steps: 8, checkpoint: 3})
+	runTrainCLI(t, resumedJob, "--lora-dropout", "0.1", "--resume", filepath.Join(whole, "checkpoints", "step-00000003"))
+
+	assertTensorsClose(t, readTensors(t, filepath.Join(whole, "adapter")), readTensors(t, filepath.Join(resumed, "adapter")), 0)
+	wholeLines, resumedLines := readMetrics(t, whole), readMetrics(t, resumed)
+	require.Len(t, resumedLines, 5)
+	for i, line := range resumedLines {
+		want := wholeLines[3+i]
+		assert.Equal(t, want.Step, line.Step)
+		require.NotNil(t, line.Loss)
+		assert.Equal(t, *want.Loss, *line.Loss, "loss of step %d", line.Step)
+	}
+}
+
+func TestTrainInterruptKeepsCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	trainPath := writeTrainData(t, dir, 80)
+	const steps = 400
+
+	// An uninterrupted run for reference.
+	whole := filepath.Join(dir, "whole")
+	runTrainCLI(t, writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: trainPath, output: whole, nodes: 2, micro: 2, accum: 1, steps: steps, checkpoint: 5}))
+
+	// The same run, interrupted with SIGINT once it has passed a few checkpoints.
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: trainPath, output: out, nodes: 2, micro: 2, accum: 1, steps: steps, checkpoint: 5})
+	cmd := exec.Command(ringtuneBin, "train", "--config", job)
+	cmd.Env = append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		steps, _ := listCheckpointSteps(out)
+		if len(steps) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.Error(t, err, "train exited with status 0 after SIGINT")
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("train did not exit within 30 s of SIGINT; stderr:\n%s", stderr.String())
+	}
+	assert.Contains(t, stderr.String(), "--resume")
+	assert.Empty(t, findNodePIDs(t, filepath.Join(out, "job.yaml")), "node processes outlived train")
+
+	// Resuming from the output folder finishes the run with the weights of
+	// the uninterrupted one.
+	last, err := listCheckpointSteps(out)
+	require.NoError(t, err)
+	require.NotEmpty(t, last)
+	require.Less(t, last[len(last)-1], steps, "the run finished before the interrupt")
+	runTrainCLI(t, job, "--resume", out)
+	assertTensorsClose(t, readTensors(t, filepath.Join(whole, "model")), readTensors(t, filepath.Join(out, "model")), 0)
+	lines := readMetrics(t, out)
+	require.Len(t, lines, steps, "metrics.jsonl must hold each step once")
+	for i, line := range lines {
+		assert.Equal(t, i+1, line.Step)
+	}
+}
+
+// listCheckpointSteps returns the steps of the complete checkpoints of an output folder.
+func listCheckpointSteps(output string) ([]int, error) {
+	entries, err := os.ReadDir(filepath.Join(output, "checkpoints"))
+	if err != nil {
+		return nil, err
+	}
+	var steps []int
+	for _, e := range entries {
+		var step int
+		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err == nil && !strings.HasPrefix(e.Name(), ".") {
+			steps = append(steps, step)
+		}
+	}
+	return steps, nil
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close())
+	return addr
+}
+
+func TestKilledNodeFailsJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	trainPath := writeTrainData(t, dir, 80)
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: trainPath, output: out, nodes: 3, micro: 1, accum: 1, steps: 100000})
+	coordAddr := freeAddr(t)
+
+	env := append(os.Environ(), "RINGTUNE_LOG_LEVEL=info", "RINGTUNE_JOB_TOKEN=killed-node-test", "GOMAXPROCS=1")
+	type proc struct {
+		name   string
+		cmd    *exec.Cmd
+		stderr *syncWriter
+		done   chan error
+	}
+	start := func(name string, args ...string) *proc {
+		p := &proc{name: name, cmd: exec.Command(ringtuneBin, args...), stderr: &syncWriter{}, done: make(chan error, 1)}
+		p.cmd.Env = env
+		p.cmd.Stderr = p.stderr
+		require.NoError(t, p.cmd.Start())
+		go func() { p.done <- p.cmd.Wait() }()
+		t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+		return p
+	}
+	coord := start("coordinator", "coordinator", "--config", job, "--listen", coordAddr, "--gossip-addr", "127.0.0.1:0", "--metrics-addr", "")
+	var nodes []*proc
+	for rank := range 3 {
+		nodes = append(nodes, start(fmt.Sprintf("rank %d", rank), "node", "--config", job, "--coordinator", coordAddr,
+			"--rank", fmt.Sprint(rank), "--gossip-addr", "127.0.0.1:0"))
+	}
+
+	// Wait until the job runs, then kill rank 1.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if lines, err := os.ReadFile(filepath.Join(out, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 3 {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the job did not reach step 3 within 60 s; coordinator stderr:\n%s", coord.stderr)
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, nodes[1].cmd.Process.Kill())
+	killed := time.Now()
+
+	for _, p := range []*proc{coord, nodes[0], nodes[2]} {
+		select {
+		case err := <-p.done:
+			require.Error(t, err, "%s exited with status 0 after rank 1 was killed", p.name)
+			assert.Contains(t, p.stderr.String(), "rank 1", "%s does not name the lost rank; stderr:\n%s", p.name, p.stderr)
+		case <-time.After(20*time.Second - time.Since(killed)):
+			t.Fatalf("%s still runs 20 s after rank 1 was killed; stderr:\n%s", p.name, p.stderr)
+		}
+	}
+	t.Logf("every process exited within %v", time.Since(killed).Round(time.Millisecond))
+}
+
+// syncWriter serializes writes, so that a test can read a buffer that a
+// child process's output is copied into.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// findNodePID returns the pid of the node process of rank whose command line
+// names configPath.
+func findNodePID(t *testing.T, configPath string, rank int) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if len(args) < 2 || args[1] != "node" || !bytes.Contains(raw, []byte(configPath)) {
+			continue
+		}
+		for i := range args[:len(args)-1] {
+			if args[i] == "--rank" && args[i+1] == fmt.Sprint(rank) {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// findNodePIDs returns the pids of the node processes started for configPath.
+func findNodePIDs(t *testing.T, configPath string) []int {
+	t.Helper()
+	var pids []int
+	for rank := range 8 {
+		if pid := findNodePID(t, configPath, rank); pid != 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

@@ -1,0 +1,303 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ringtune/ringtune/collective"
+	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/internal/sysmem"
+	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
+	"github.com/ringtune/ringtune/train"
+)
+
+// reportTimeout bounds one step report. The reply waits for every rank's
+// report of the step, and ranks finish a step within moments of each other
+// because its last all-reduce ends on all of them together.
+const reportTimeout = 5 * time.Minute
+
+// failureGrace is how long a node whose ring failed waits for the
+// coordinator's account of the failure, which names the lost rank more
+// reliably than the ring's neighbours can.
+const failureGrace = 3 * time.Second
+
+func (n *runner) run(parent context.Context) (*Result, error) {
+	if err := n.join(parent); err != nil {
+		return nil, err
+	}
+	n.side.registerRank(n.rank)
+	n.side.setServing(true)
+	defer n.side.setServing(false)
+
+	// A FAILED event from the coordinator cancels everything this node waits on.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	events, err := n.client.Watch(ctx, n.cfg.NodeID)
+	if err != nil {
+		return nil, fmt.Errorf("watch the job: %w", err)
+	}
+	failed := make(chan *JobError, 1)
+	go func() {
+		for ev := range events {
+			if ev.Kind == pb.JobEventKind_JOB_EVENT_KIND_FAILED {
+				jobErr := &JobError{Rank: int(ev.Rank), Reason: ev.Reason}
+				failed <- jobErr
+				cancel(jobErr)
+				return
+			}
+		}
+	}()
+
+	res, err := n.train(ctx)
+	if err == nil {
+		return res, nil
+	}
+	// Prefer the coordinator's account of a failure to the local symptom.
+	if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
+		var jobErr *JobError
+		if errors.As(cause, &jobErr) {
+			return nil, jobErr
+		}
+	}
+	if parent.Err() == nil {
+		select {
+		case jobErr := <-failed:
+			return nil, fmt.Errorf("%w (locally: %v)", jobErr, err)
+		case <-time.After(failureGrace):
+		}
+	}
+	return nil, err
+}
+
+func (n *runner) train(ctx context.Context) (*Result, error) {
+	resumed, err := n.buildModel()
+	if err != nil {
+		return nil, err
+	}
+	world := int(n.joined.WorldSize)
+	totalSteps := int(n.joined.TotalSteps)
+
+	// The sampler follows the coordinator's shard plan.
+	plan := data.ShardPlan{
+		Seed: n.joined.Shard.GetSeed(), Epoch: int(n.joined.Shard.GetEpoch()),
+		WorldSize: world, Rank: n.rank, BatchSize: n.job.Batch.MicroBatchSize,
+		Shuffle: n.job.Shuffle(),
+	}
+	sampler, err := data.NewSampler(n.in.Dataset.Train.Len(), plan)
+	if err != nil {
+		return nil, err
+	}
+	startStep, skips := 0, 0
+	if resumed != nil {
+		startStep = resumed.Step
+	}
+	if startStep != int(n.joined.StartStep) {
+		return nil, fmt.Errorf("this node resumes after step %d, but the coordinator after step %d: pass the same --resume to the coordinator and every node", startStep, n.joined.StartStep)
+	}
+	if resumed != nil {
+		if err := sampler.Restore(resumed.Sampler); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		startStep, skips = resumed.Step, resumed.ConsecutiveSkips
+		if startStep >= totalSteps {
+			return nil, fmt.Errorf("resume: the checkpoint is at step %d, and the job has %d steps: raise schedule.steps to train further", startStep, totalSteps)
+		}
+	}
+
+	// Form the ring, then start every replica from rank 0's weights.
+	commCfg := collective.DefaultConfig()
+	commCfg.JobID, commCfg.Generation = n.job.JobID, n.joined.Generation
+	commCfg.Rank, commCfg.WorldSize, commCfg.Peers = n.rank, world, n.joined.Ring
+	commCfg.DType = n.job.WireDType()
+	commCfg.Logger = n.log
+	if n.comm, err = collective.New(ctx, commCfg, n.endpoint); err != nil {
+		return nil, fmt.Errorf("forming the ring: %w", err)
+	}
+	n.stepper, err = train.New(n.model, n.opt, n.comm, train.Config{
+		BucketBytes: n.job.BucketBytes(),
+		MaxGradNorm: n.job.MaxGradNorm(),
+		Schedule:    n.job.LRSchedule(totalSteps),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.stepper.SyncWeights(ctx); err != nil {
+		return nil, err
+	}
+	n.stepper.SetConsecutiveSkips(skips)
+
+	var log *metricsLog
+	if n.rank == 0 {
+		if log, err = openMetricsLog(n.job.Output, startStep); err != nil {
+			return nil, err
+		}
+		defer log.close()
+	}
+	loop := &stepLoop{runner: n, sampler: sampler, total: totalSteps, metrics: log, start: time.Now(), evalLoss: math.NaN()}
+	return loop.run(ctx, startStep)
+}
+
+// stepLoop runs the optimizer steps of one node.
+type stepLoop struct {
+	*runner
+	sampler  *data.Sampler
+	total    int
+	metrics  *metricsLog // rank 0 only
+	start    time.Time
+	lastLoss float64
+	evalLoss float64
+}
+
+func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
+	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), EvalLoss: math.NaN()}
+	for step := startStep + 1; step <= l.total; step++ {
+		stepStart := time.Now()
+		batches, err := l.nextMicroBatches()
+		if err != nil {
+			return nil, err
+		}
+		stats, err := l.stepper.Step(ctx, batches)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		if stats.Skipped {
+			l.log.Warn("skipped the update: the loss or the gradient norm is not finite",
+				"step", step, "loss", stats.Loss, "grad_norm", stats.GradNorm, "in_a_row", stats.ConsecutiveSkips)
+		}
+
+		decision, err := l.report(ctx, step, stats, time.Since(stepStart))
+		if err != nil {
+			return nil, err
+		}
+
+		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(l.start))
+		if l.evalDue(step, decision) {
+			if err := l.evaluate(ctx, step, &line); err != nil {
+				return nil, err
+			}
+		}
+		if decision.Checkpoint && l.rank == 0 {
+			path, err := l.checkpoint(step, stats.ConsecutiveSkips)
+			if err != nil {
+				return nil, fmt.Errorf("step %d: checkpoint: %w", step, err)
+			}
+			line.Checkpoint = path
+		}
+		if l.metrics != nil {
+			if err := l.metrics.write(line); err != nil {
+				return nil, err
+			}
+		}
+		l.side.observeStep(step, stats, line)
+		l.log.Info("step", "step", step, "loss", stats.Loss, "lr", stats.LR, "grad_norm", stats.GradNorm,
+			"tokens", stats.Tokens, "bytes_sent", stats.BytesSent, "compute_s", stats.Compute.Seconds(),
+			"exposed_allreduce_s", stats.ExposedAllReduce.Seconds())
+
+		res.Steps, res.Loss = step, stats.Loss
+		if stats.ConsecutiveSkips >= l.job.MaxNonFiniteSteps {
+			return nil, fmt.Errorf("step %d: %d steps in a row had a non-finite loss or gradient norm (max_nonfinite_steps is %d): lower optimizer.lr, or check the data and the model weights",
+				step, stats.ConsecutiveSkips, l.job.MaxNonFiniteSteps)
+		}
+		if decision.Stop {
+			break
+		}
+	}
+	res.EvalLoss = l.evalLoss
+
+	if l.rank == 0 {
+		out, err := l.writeFinal(res)
+		if err != nil {
+			return nil, err
+		}
+		res.Output = out
+	}
+	return res, nil
+}
+
+func world(l *stepLoop) int { return int(l.joined.WorldSize) }
+
+// nextMicroBatches takes the step's micro-batches from the sampler, moving to
+// the next epoch when this one runs out.
+func (l *stepLoop) nextMicroBatches() ([]*data.Batch, error) {
+	batches := make([]*data.Batch, 0, l.job.Batch.GradAccumSteps)
+	for range l.job.Batch.GradAccumSteps {
+		indices, ok := l.sampler.Next()
+		if !ok {
+			l.sampler.SetEpoch(l.sampler.Epoch() + 1)
+			if indices, ok = l.sampler.Next(); !ok {
+				return nil, errors.New("the sampler yields no rows for this rank: the dataset has fewer rows than ranks")
+			}
+		}
+		batch, err := data.NewBatch(l.in.Dataset.Train, indices)
+		if err != nil {
+			return nil, err
+		}
+		batches = append(batches, batch)
+	}
+	return batches, nil
+}
+
+// report sends the step's stats to the coordinator and returns its decisions.
+func (l *stepLoop) report(ctx context.Context, step int, stats train.Stats, wall time.Duration) (*pb.StepDecision, error) {
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	loss := stats.Loss
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		loss = 0 // protobuf carries NaN, but the coordinator's averages should not
+	}
+	decision, err := l.client.Report(ctx, &pb.StepReport{
+		NodeId:             l.cfg.NodeID,
+		Rank:               int32(l.rank),
+		Generation:         l.joined.Generation,
+		Step:               int32(step),
+		Loss:               loss,
+		Tokens:             int64(stats.TargetTokens),
+		BytesSent:          stats.BytesSent,
+		ComputeNs:          stats.Compute.Nanoseconds(),
+		AllreduceNs:        stats.AllReduce.Nanoseconds(),
+		ExposedAllreduceNs: stats.ExposedAllReduce.Nanoseconds(),
+		PeakMemoryBytes:    sysmem.PeakRSSBytes(),
+		GradNorm:           stats.GradNorm,
+		Lr:                 stats.LR,
+		Skipped:            stats.Skipped,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("step %d: report to the coordinator: %w", step, err)
+	}
+	if int(decision.Step) != step || decision.Generation != l.joined.Generation {
+		return nil, fmt.Errorf("step %d: the coordinator replied for step %d of generation %d, expected generation %d",
+			step, decision.Step, decision.Generation, l.joined.Generation)
+	}
+	return decision, nil
+}
+
+func (l *stepLoop) evalDue(step int, decision *pb.StepDecision) bool {
+	if l.in.Dataset.Eval == nil || l.in.Dataset.Eval.Len() == 0 {
+		return false
+	}
+	every := l.job.Eval.EverySteps
+	return step == l.total || decision.Stop || (every > 0 && step%every == 0)
+}
+
+func (l *stepLoop) checkpoint(step, skips int) (string, error) {
+	st := TrainerState{
+		Step:             step,
+		Sampler:          l.sampler.State(),
+		DropoutStep:      l.model.DropoutStep(),
+		ConsecutiveSkips: skips,
+		Mode:             l.job.Mode,
+		WorldSize:        world(l),
+		ConfigHash:       l.in.Fingerprint.ConfigHash,
+		JobID:            l.job.JobID,
+	}
+	begin := time.Now()
+	path, err := saveCheckpoint(l.job.Output, l.model, l.opt, st, l.job.Model.Base, l.job.KeepCheckpoints())
+	if err != nil {
+		return "", err
+	}
+	l.log.Info("checkpoint written", "step", step, "path", path, "seconds", time.Since(begin).Seconds())
+	return path, nil
+}

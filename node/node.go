@@ -1,0 +1,332 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/ringtune/ringtune/collective"
+	"github.com/ringtune/ringtune/coordinator"
+	"github.com/ringtune/ringtune/jobconfig"
+	"github.com/ringtune/ringtune/kernels/cpu"
+	"github.com/ringtune/ringtune/membership"
+	"github.com/ringtune/ringtune/model"
+	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
+	"github.com/ringtune/ringtune/train"
+)
+
+// Config configures one node process.
+type Config struct {
+	// Job is the resolved and validated job config.
+	Job *jobconfig.Config
+	// Coordinator is the host:port of the coordinator's gRPC service.
+	Coordinator string
+	// Token is the job's shared secret. Required.
+	Token string
+	// NodeID names the node for its whole life. Default: hostname-pid.
+	NodeID string
+	// ListenAddr is the host:port the collective service listens on. Default
+	// "127.0.0.1:0", which suits one host only; use ":PORT" across hosts.
+	ListenAddr string
+	// AdvertiseAddr is the host:port the left neighbour dials. Default: the
+	// listener's address, with the hostname in place of an unspecified host.
+	AdvertiseAddr string
+	// GossipAddr is the host:port of the membership listener; "" turns
+	// membership off, which leaves failure detection to the coordinator's watch
+	// streams and the ring's own links.
+	GossipAddr string
+	// MetricsAddr is the host:port of the Prometheus /metrics endpoint; "" turns it off.
+	MetricsAddr string
+	// HealthAddr is the host:port of the gRPC health service; "" turns it off.
+	HealthAddr string
+	// Rank is the requested rank, or -1 for any free rank.
+	Rank int
+	// Resume names a checkpoint folder, or an output folder whose newest
+	// checkpoint the run continues from. Every node must be able to read it.
+	Resume string
+	// Version is the binary version, compared across nodes.
+	Version string
+	// Workers is the number of compute goroutines; 0 means GOMAXPROCS.
+	Workers int
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Result describes a finished run, as rank 0 saw it.
+type Result struct {
+	Rank, WorldSize int
+	// Steps is the last completed step.
+	Steps int
+	// Output is the final model or adapter folder (rank 0 only).
+	Output string
+	// Loss is the global training loss of the last step, and EvalLoss the last
+	// evaluation loss (NaN without evaluation).
+	Loss, EvalLoss float64
+}
+
+// JobError reports a job that failed, with the lost rank when a lost node
+// caused it.
+type JobError struct {
+	// Rank is the lost rank, or -1.
+	Rank   int
+	Reason string
+}
+
+func (e *JobError) Error() string { return "job failed: " + e.Reason }
+
+func (c *Config) setDefaults() error {
+	if c.Job == nil {
+		return errors.New("node: no job config")
+	}
+	if c.Token == "" {
+		return errors.New("node: the job token is missing: set RINGTUNE_JOB_TOKEN or --token-file to the token the coordinator uses")
+	}
+	if c.Coordinator == "" {
+		return errors.New("node: the coordinator address is missing: set --coordinator, cluster.coordinator or MASTER_ADDR and MASTER_PORT")
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:0"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Run runs the node until the job is done, it fails, or ctx ends.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("node", cfg.NodeID, "job", cfg.Job.JobID)
+
+	// Read the inputs first: a node with a bad file must fail before it holds a
+	// place in the ring.
+	inputs, err := LoadInputs(ctx, cfg.Job, cfg.Version, log)
+	if err != nil {
+		return nil, err
+	}
+
+	n := &runner{cfg: cfg, in: inputs, job: cfg.Job, log: log}
+	defer n.close()
+	if err := n.serve(); err != nil {
+		return nil, err
+	}
+	client, err := coordinator.Dial(cfg.Coordinator, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	n.client = client
+
+	res, err := n.run(ctx)
+	n.leave(err)
+	return res, err
+}
+
+// runner holds the state of one node's run.
+type runner struct {
+	cfg Config
+	in  *Inputs
+	job *jobconfig.Config
+	log *slog.Logger
+
+	endpoint *collective.GRPCEndpoint
+	members  *membership.Membership
+	client   *coordinator.Client
+	side     *sideServers
+
+	joined  *pb.JoinResponse
+	rank    int
+	model   *model.Model
+	opt     *model.AdamW
+	comm    *collective.Communicator
+	stepper *train.Stepper
+}
+
+// serve starts the collective endpoint, membership and the metrics and health
+// servers.
+func (n *runner) serve() error {
+	lis, err := net.Listen("tcp", n.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("collective listener on %s: %w", n.cfg.ListenAddr, err)
+	}
+	n.endpoint, err = collective.NewGRPCEndpoint(lis, collective.GRPCConfig{Token: n.cfg.Token, Logger: n.log})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	if n.cfg.GossipAddr != "" {
+		n.members, err = membership.New(membership.Config{
+			Name: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, Token: n.cfg.Token, Logger: n.log,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	n.side, err = startSideServers(n.cfg.MetricsAddr, n.cfg.HealthAddr, n.log)
+	return err
+}
+
+func (n *runner) advertiseAddr() (string, error) {
+	if n.cfg.AdvertiseAddr != "" {
+		return n.cfg.AdvertiseAddr, nil
+	}
+	addr := n.endpoint.Addr()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("the collective service listens on %s and the hostname is unknown: set the advertise address: %w", addr, err)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func (n *runner) join(ctx context.Context) error {
+	addr, err := n.advertiseAddr()
+	if err != nil {
+		return err
+	}
+	req := &pb.JoinRequest{
+		NodeId:        n.cfg.NodeID,
+		Address:       addr,
+		JobId:         n.job.JobID,
+		RequestedRank: int32(n.cfg.Rank),
+		Fingerprint: &pb.Fingerprint{
+			BinaryVersion: n.in.Fingerprint.BinaryVersion,
+			ConfigHash:    n.in.Fingerprint.ConfigHash,
+			ModelHash:     n.in.Fingerprint.ModelHash,
+			DatasetHash:   n.in.Fingerprint.DatasetHash,
+		},
+	}
+	if n.members != nil {
+		req.GossipAddress = n.members.Addr()
+	}
+	joinCtx, cancel := context.WithTimeout(ctx, n.job.JoinTimeoutDuration()+30*time.Second)
+	defer cancel()
+	n.log.Info("joining the job", "coordinator", n.cfg.Coordinator, "address", addr, "requested_rank", n.cfg.Rank)
+	resp, err := n.client.Join(joinCtx, req)
+	if err != nil {
+		return fmt.Errorf("join %s: %w", n.cfg.Coordinator, err)
+	}
+	n.joined = resp
+	n.rank = int(resp.Rank)
+	n.log = n.log.With("rank", n.rank, "generation", resp.Generation)
+	n.log.Info("joined", "world_size", resp.WorldSize, "total_steps", resp.TotalSteps, "ring", resp.Ring)
+
+	if n.members != nil && resp.GossipAddress != "" {
+		if err := n.members.Join(joinCtx, []string{resp.GossipAddress}); err != nil {
+			n.log.Warn("membership join failed, so failures are detected through the watch stream and the ring only", "err", err)
+		}
+	}
+	return nil
+}
+
+// leave tells the coordinator that the node exits, with its error, and stops
+// membership.
+func (n *runner) leave(runErr error) {
+	if n.client == nil || n.joined == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.client.Leave(ctx, n.cfg.NodeID, runErr); err != nil {
+		n.log.Debug("leave failed", "err", err)
+	}
+	if n.members != nil {
+		if err := n.members.Leave(2 * time.Second); err != nil {
+			n.log.Debug("membership leave failed", "err", err)
+		}
+	}
+}
+
+func (n *runner) close() {
+	if n.comm != nil {
+		n.comm.Close()
+	}
+	if n.opt != nil {
+		n.opt.Close()
+	}
+	if n.model != nil {
+		n.model.Close()
+	}
+	if n.client != nil {
+		n.client.Close()
+	}
+	if n.members != nil {
+		n.members.Shutdown()
+	}
+	if n.endpoint != nil {
+		n.endpoint.Close()
+	}
+	if n.side != nil {
+		n.side.close()
+	}
+}
+
+// buildModel creates the model and optimizer and loads the base weights, the
+// checkpoint to resume from, or a random initialization.
+func (n *runner) buildModel() (*TrainerState, error) {
+	evalBatch := n.job.Eval.BatchSize
+	opts, err := n.job.ModelOptions(max(n.job.Batch.MicroBatchSize, evalBatch))
+	if err != nil {
+		return nil, err
+	}
+	// Distinct dropout masks per rank, as each replica of PyTorch DDP draws its own.
+	opts.DropoutSeed = n.job.Seed + uint64(n.rank)
+	backend, err := cpu.New(cpu.Options{Workers: n.cfg.Workers})
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(backend, n.in.ModelConfig, opts)
+	if err != nil {
+		return nil, err
+	}
+	n.model = m
+
+	if n.job.Model.Init == "random" {
+		err = m.InitRandom(n.job.Seed)
+	} else {
+		err = m.LoadBase(n.job.Model.Base)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := m.InitAdapters(n.job.Seed); err != nil {
+		return nil, err
+	}
+	if n.opt, err = model.NewAdamW(m, n.job.AdamW()); err != nil {
+		return nil, err
+	}
+
+	if n.cfg.Resume == "" {
+		return nil, nil
+	}
+	dir, err := ResolveCheckpoint(n.cfg.Resume)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ReadTrainerState(dir)
+	if err != nil {
+		return nil, err
+	}
+	if st.ConfigHash != n.in.Fingerprint.ConfigHash {
+		n.log.Warn("the checkpoint was written under another job config; resuming anyway", "checkpoint", dir)
+	}
+	if err := loadCheckpoint(dir, m, n.opt); err != nil {
+		return nil, err
+	}
+	m.SetDropoutStep(st.DropoutStep)
+	n.log.Info("resumed from a checkpoint", "checkpoint", dir, "step", st.Step, "epoch", st.Sampler.Epoch)
+	return &st, nil
+}
