@@ -76,6 +76,8 @@ type StepSummary struct {
 	MaxAllReduceTime        time.Duration
 	MaxExposedAllReduceTime time.Duration
 	MaxPeakMemory           int64
+	// LR is rank 0's learning rate of the step; every rank follows the same schedule.
+	LR float64
 }
 
 // Done reports that the last step completed. The driver stops every node.

@@ -56,6 +56,8 @@ type StepReport struct {
 	ExposedAllReduceTime time.Duration
 	// PeakMemory is the rank's peak accelerator or heap memory in bytes.
 	PeakMemory int64
+	// LR is the learning rate of the step's update.
+	LR float64
 }
 
 // Tick carries the current time, so that the coordinator can act on deadlines without

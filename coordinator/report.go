@@ -115,7 +115,7 @@ func (c *Coordinator) checkpointDue(step int) bool {
 
 // summarize aggregates the reports of every rank for one step.
 func summarize(generation uint64, step int, reports []*StepReport) StepSummary {
-	summary := StepSummary{Generation: generation, Step: step}
+	summary := StepSummary{Generation: generation, Step: step, LR: reports[0].LR}
 	var weightedLoss, lossSum float64
 	var wallTime time.Duration
 	for _, report := range reports {

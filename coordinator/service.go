@@ -126,6 +126,7 @@ func (h *service) Report(ctx context.Context, req *pb.StepReport) (*pb.StepDecis
 		AllReduceTime:        time.Duration(req.GetAllreduceNs()),
 		ExposedAllReduceTime: time.Duration(req.GetExposedAllreduceNs()),
 		PeakMemory:           req.GetPeakMemoryBytes(),
+		LR:                   req.GetLr(),
 	}
 	ch := make(chan reportResult, 1)
 	if !s.post(ctx, func() { s.handleReport(report, ch) }) {

@@ -123,6 +123,9 @@ type EvalConfig struct {
 	// EverySteps evaluates after every this many steps and after the last; 0 only
 	// after the last. Default 0.
 	EverySteps int `yaml:"every_steps" json:"every_steps"`
+	// AtStart also evaluates before the first step of a new run, which gives the
+	// loss curve its starting point. Default false.
+	AtStart bool `yaml:"at_start" json:"at_start"`
 	// MaxBatches bounds the eval micro-batches per rank; 0 evaluates every row.
 	MaxBatches int `yaml:"max_batches" json:"max_batches"`
 	// BatchSize is the rows per eval micro-batch. Default: Batch.MicroBatchSize.

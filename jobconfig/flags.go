@@ -51,6 +51,7 @@ var flagDescriptions = map[string]string{
 	"schedule.warmup_ratio":          "warmup as a fraction of the total steps, in [0, 1)",
 	"schedule.min_lr_ratio":          "floor of the cosine decay as a fraction of the peak learning rate (default 0.1)",
 	"eval.every_steps":               "evaluate every this many steps and after the last, 0 only after the last",
+	"eval.at_start":                  "also evaluate before the first step of a new run",
 	"eval.max_batches":               "eval micro-batches per rank, 0 for every row",
 	"eval.batch_size":                "rows per eval micro-batch (default: batch.micro_batch_size)",
 	"checkpoint.every_steps":         "checkpoint every this many steps and after the last, 0 only after the last",

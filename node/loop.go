@@ -153,6 +153,17 @@ type stepLoop struct {
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), EvalLoss: math.NaN()}
+	if startStep == 0 && l.job.Eval.AtStart && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
+		line := MetricsLine{Step: 0, Time: time.Now().UTC().Format(time.RFC3339Nano)}
+		if err := l.evaluate(ctx, 0, &line); err != nil {
+			return nil, err
+		}
+		if l.metrics != nil {
+			if err := l.metrics.write(line); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for step := startStep + 1; step <= l.total; step++ {
 		stepStart := time.Now()
 		batches, err := l.nextMicroBatches()

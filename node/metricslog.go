@@ -18,7 +18,8 @@ import (
 const MetricsFile = "metrics.jsonl"
 
 // MetricsLine is one line of metrics.jsonl: one optimizer step, aggregated over
-// the ranks. Losses that are not finite are null, because JSON has no NaN.
+// the ranks. Losses that are not finite are null, because JSON has no NaN. With
+// eval.at_start, a line of step 0 carries only the evaluation before training.
 type MetricsLine struct {
 	Step  int `json:"step"`
 	Epoch int `json:"epoch"`
@@ -104,7 +105,8 @@ func openMetricsLog(output string, startStep int) (*metricsLog, error) {
 	return &metricsLog{f: f, w: bufio.NewWriter(f)}, nil
 }
 
-// truncateMetrics keeps the lines of steps up to keepStep; 0 empties the file.
+// truncateMetrics keeps the lines of steps up to keepStep, the step-0
+// evaluation included, and drops lines that do not parse.
 func truncateMetrics(path string, keepStep int) error {
 	raw, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
@@ -117,9 +119,9 @@ func truncateMetrics(path string, keepStep int) error {
 	for line := range bytes.Lines(raw) {
 		line = bytes.TrimSuffix(line, []byte("\n"))
 		var head struct {
-			Step int `json:"step"`
+			Step *int `json:"step"`
 		}
-		if json.Unmarshal(line, &head) == nil && head.Step >= 1 && head.Step <= keepStep {
+		if json.Unmarshal(line, &head) == nil && head.Step != nil && *head.Step >= 0 && *head.Step <= keepStep {
 			kept = append(append(kept, line...), '\n')
 		}
 	}

@@ -45,6 +45,9 @@ type Config struct {
 	HealthAddr string
 	// Rank is the requested rank, or -1 for any free rank.
 	Rank int
+	// CertFile, KeyFile and CAFile turn on TLS (mutual with CAFile) for the
+	// collective traffic, as collective.GRPCConfig describes.
+	CertFile, KeyFile, CAFile string
 	// Resume names a checkpoint folder, or an output folder whose newest
 	// checkpoint the run continues from. Every node must be able to read it.
 	Resume string
@@ -158,7 +161,9 @@ func (n *runner) serve() error {
 	if err != nil {
 		return fmt.Errorf("collective listener on %s: %w", n.cfg.ListenAddr, err)
 	}
-	n.endpoint, err = collective.NewGRPCEndpoint(lis, collective.GRPCConfig{Token: n.cfg.Token, Logger: n.log})
+	n.endpoint, err = collective.NewGRPCEndpoint(lis, collective.GRPCConfig{
+		Token: n.cfg.Token, CertFile: n.cfg.CertFile, KeyFile: n.cfg.KeyFile, CAFile: n.cfg.CAFile, Logger: n.log,
+	})
 	if err != nil {
 		lis.Close()
 		return err

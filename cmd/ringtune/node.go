@@ -22,6 +22,9 @@ func nodeCommand() *cli.Command {
 		&cli.StringFlag{Name: "metrics-addr", Usage: "`HOST:PORT` serving Prometheus /metrics; empty turns it off"},
 		&cli.StringFlag{Name: "health-addr", Usage: "`HOST:PORT` serving gRPC health; empty turns it off"},
 		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR`, or the newest checkpoint of an output folder"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate `FILE` of this node; with --tls-key it encrypts the gradient traffic"},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key `FILE` of --tls-cert"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM `FILE` of the CA that the other nodes' certificates chain to (mutual TLS)"},
 		&cli.IntFlag{Name: "workers", Usage: "compute goroutines (default: GOMAXPROCS)"},
 	}
 	flags = append(flags, tokenFlags()...)
@@ -67,6 +70,9 @@ func runNode(c *cli.Context) error {
 		MetricsAddr:   c.String("metrics-addr"),
 		HealthAddr:    c.String("health-addr"),
 		Rank:          rank,
+		CertFile:      c.String("tls-cert"),
+		KeyFile:       c.String("tls-key"),
+		CAFile:        c.String("tls-ca"),
 		Resume:        c.String("resume"),
 		Version:       version,
 		Workers:       c.Int("workers"),

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ringtune/ringtune/coordinator"
 	"github.com/ringtune/ringtune/jobconfig"
+	"github.com/ringtune/ringtune/node"
 )
 
 // childStopGrace is how long train waits for node processes to exit after
@@ -58,8 +59,6 @@ func runTrain(c *cli.Context) error {
 			return fmt.Errorf("--nodes: %w", err)
 		}
 	}
-	slog.Info("resolved job config", "job", job.JobID, "config", job.YAML())
-
 	// Read and check the inputs here, so that a bad file fails once, before any
 	// node starts.
 	begin := time.Now()
@@ -74,6 +73,13 @@ func runTrain(c *cli.Context) error {
 	if err := writeResolvedConfig(resolved, job); err != nil {
 		return err
 	}
+	slog.Info("starting the job", "job", job.JobID, "mode", job.Mode, "nodes", job.Cluster.Nodes,
+		"steps", coordCfg.TotalSteps, "resolved_config", resolved, "logs", filepath.Join(job.Output, "logs"))
+	coordLog, closeLog, err := coordinatorLogger(filepath.Join(job.Output, "logs", "coordinator.log"))
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	token, err := newToken()
 	if err != nil {
 		return err
@@ -83,13 +89,13 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	progress := newTrainProgress(coordCfg.TotalSteps, job.Cluster.Nodes)
+	progress := newTrainProgress(coordCfg.TotalSteps, coordCfg.StartStep, job.Cluster.Nodes, filepath.Join(job.Output, node.MetricsFile))
 	server, err := coordinator.NewServer(coordinator.ServerConfig{
 		Job:        coordCfg,
 		Token:      token,
 		Listener:   lis,
 		GossipAddr: "127.0.0.1:0",
-		Logger:     slog.Default().With("component", "coordinator"),
+		Logger:     coordLog,
 		OnSummary:  progress.observe,
 	})
 	if err != nil {
@@ -115,6 +121,38 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	return printTrainSummary(c, job, time.Since(begin))
+}
+
+// coordinatorLogger returns a logger that writes every record to path and
+// passes warnings and errors on to the default logger, so that the terminal
+// shows the progress and problems, and the file the coordinator's whole account.
+func coordinatorLogger(path string) (*slog.Logger, func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	file := slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo})
+	console := minLevelHandler{Handler: slog.Default().Handler(), min: slog.LevelWarn}
+	logger := slog.New(slog.NewMultiHandler(file, console)).With("component", "coordinator")
+	return logger, func() { f.Close() }, nil
+}
+
+// minLevelHandler drops records below min before they reach Handler.
+type minLevelHandler struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevelHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return level >= h.min && h.Handler.Enabled(ctx, level)
+}
+
+func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevelHandler{Handler: h.Handler.WithAttrs(attrs), min: h.min}
+}
+
+func (h minLevelHandler) WithGroup(name string) slog.Handler {
+	return minLevelHandler{Handler: h.Handler.WithGroup(name), min: h.min}
 }
 
 // writeResolvedConfig writes the job config that every node process reads.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -30,10 +31,66 @@ type trainProgress struct {
 	start time.Time
 	first time.Time // when the first step completed
 	steps int
+
+	// metrics is rank 0's metrics.jsonl, read from offset for evaluation
+	// results of steps after lastEval.
+	metrics  string
+	offset   int64
+	lastEval int
 }
 
-func newTrainProgress(total, nodes int) *trainProgress {
-	return &trainProgress{total: total, nodes: nodes, bar: newProgressBar(total, "waiting for nodes"), start: time.Now()}
+// newTrainProgress returns the display of a job of total steps that resumes
+// after startStep (0 for a new job).
+func newTrainProgress(total, startStep, nodes int, metricsPath string) *trainProgress {
+	lastEval := startStep
+	if startStep == 0 {
+		lastEval = -1 // a new job may evaluate at step 0
+	}
+	return &trainProgress{total: total, nodes: nodes, bar: newProgressBar(total, "waiting for nodes"), start: time.Now(),
+		metrics: metricsPath, lastEval: lastEval}
+}
+
+// reportEvals logs the evaluation results that rank 0 appended to
+// metrics.jsonl since the last call. Rank 0 writes a step's line after the
+// coordinator's summary of that step, so a result may show one step late.
+func (p *trainProgress) reportEvals() {
+	f, err := os.Open(p.metrics)
+	if err != nil {
+		return // not written yet
+	}
+	defer f.Close()
+	// A resumed run's rank 0 replaces the file with the lines up to its
+	// checkpoint, so a shorter file is read again from the start.
+	if info, err := f.Stat(); err != nil || info.Size() < p.offset {
+		p.offset = 0
+	}
+	if _, err := f.Seek(p.offset, io.SeekStart); err != nil {
+		return
+	}
+	reader := bufio.NewReader(f)
+	for {
+		line, err := reader.ReadBytes('\n')
+		if err != nil {
+			return // an incomplete line is read again next time
+		}
+		p.offset += int64(len(line))
+		var m node.MetricsLine
+		if json.Unmarshal(line, &m) != nil || m.EvalLoss == nil || m.Step <= p.lastEval {
+			continue
+		}
+		p.lastEval = m.Step
+		if p.bar != nil {
+			_ = p.bar.Clear()
+		}
+		slog.Info("eval", "step", m.Step, "eval_loss", *m.EvalLoss, "eval_perplexity", deref(m.EvalPerplexity))
+	}
+}
+
+func deref(v *float64) float64 {
+	if v == nil {
+		return math.NaN()
+	}
+	return *v
 }
 
 // observe is the coordinator's OnSummary callback.
@@ -45,6 +102,7 @@ func (p *trainProgress) observe(s coordinator.StepSummary) {
 		p.first = now
 	}
 	p.steps++
+	p.reportEvals()
 
 	// The ETA extrapolates from the steps after the first, which also carries
 	// the start-up of the ring.
@@ -55,17 +113,18 @@ func (p *trainProgress) observe(s coordinator.StepSummary) {
 	}
 	mbPerNode := float64(s.BytesSent) / float64(max(p.nodes, 1)) / 1e6
 	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("step %d/%d loss %.4f %.0f tok/s %.2f MB/node eta %s", s.Step, p.total, s.MeanLoss, s.TokensPerSecond, mbPerNode, eta))
+		p.bar.Describe(fmt.Sprintf("step %d/%d loss %.4f lr %.2e %.0f tok/s %.2f MB/node eta %s", s.Step, p.total, s.MeanLoss, s.LR, s.TokensPerSecond, mbPerNode, eta))
 		_ = p.bar.Set(s.Step)
 		return
 	}
-	slog.Info("step", "step", s.Step, "of", p.total, "loss", s.MeanLoss, "tokens_per_s", math.Round(s.TokensPerSecond),
+	slog.Info("step", "step", s.Step, "of", p.total, "loss", s.MeanLoss, "lr", s.LR, "tokens_per_s", math.Round(s.TokensPerSecond),
 		"mb_sent_per_node", mbPerNode, "exposed_allreduce_s", s.MaxExposedAllReduceTime.Seconds(), "eta", eta)
 }
 
 func (p *trainProgress) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.reportEvals()
 	if p.bar != nil {
 		_ = p.bar.Finish()
 	}
@@ -76,7 +135,9 @@ type trainSummary struct {
 	node.Summary
 	// The last eval perplexity, the median tokens/s over the steps and the mean
 	// bytes each node sent per step.
-	EvalPerplexity     *float64 `json:"eval_perplexity"`
+	EvalPerplexity *float64 `json:"eval_perplexity"`
+	// EvalLossAtStart is the evaluation before the first step, with eval.at_start.
+	EvalLossAtStart    *float64 `json:"eval_loss_at_start,omitempty"`
 	MedianTokensPerSec float64  `json:"median_tokens_per_s"`
 	BytesPerNodeStep   float64  `json:"bytes_sent_per_node_per_step"`
 	WallSeconds        float64  `json:"wall_s"`
@@ -107,7 +168,11 @@ func printTrainSummary(c *cli.Context, job *jobconfig.Config, wall time.Duration
 	fmt.Fprintf(w, "job %s: %s mode, %d nodes, %d steps in %s\n", s.JobID, s.Mode, s.WorldSize, s.Steps, wall.Round(time.Second))
 	fmt.Fprintf(w, "  trainable parameters  %d of %d (%.2f%%)\n", s.TrainableParams, s.TotalParams, 100*float64(s.TrainableParams)/float64(max(s.TotalParams, 1)))
 	fmt.Fprintf(w, "  final train loss      %s\n", formatOptional(s.Loss, "%.4f"))
-	fmt.Fprintf(w, "  eval loss             %s (perplexity %s)\n", formatOptional(s.EvalLoss, "%.4f"), formatOptional(s.EvalPerplexity, "%.2f"))
+	fmt.Fprintf(w, "  eval loss             %s (perplexity %s)", formatOptional(s.EvalLoss, "%.4f"), formatOptional(s.EvalPerplexity, "%.2f"))
+	if s.EvalLossAtStart != nil {
+		fmt.Fprintf(w, ", %.4f before training", *s.EvalLossAtStart)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  tokens/s              %.0f (median over steps)\n", s.MedianTokensPerSec)
 	fmt.Fprintf(w, "  sent per node, step   %.2f MB (gradients: %.2f MB fp32)\n", s.BytesPerNodeStep/1e6, float64(s.GradientBytes)/1e6)
 	fmt.Fprintf(w, "  output                %s (%.1f MB)\n", s.Output, float64(s.OutputBytes)/1e6)
@@ -139,11 +204,15 @@ func addMetricStats(s *trainSummary) error {
 		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
 			return fmt.Errorf("%s: %w", s.Metrics, err)
 		}
-		rates = append(rates, line.TokensPerSecond)
-		bytes += float64(line.BytesSentPerNode)
 		if line.EvalPerplexity != nil {
 			s.EvalPerplexity = line.EvalPerplexity
 		}
+		if line.Step == 0 {
+			s.EvalLossAtStart = line.EvalLoss // the evaluation before training
+			continue
+		}
+		rates = append(rates, line.TokensPerSecond)
+		bytes += float64(line.BytesSentPerNode)
 	}
 	if err := scanner.Err(); err != nil {
 		return err

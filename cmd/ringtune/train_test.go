@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ringtune/ringtune/checkpoint"
 	"github.com/ringtune/ringtune/model"
@@ -444,11 +450,15 @@ func TestKilledNodeFailsJob(t *testing.T) {
 		t.Cleanup(func() { _ = p.cmd.Process.Kill() })
 		return p
 	}
-	coord := start("coordinator", "coordinator", "--config", job, "--listen", coordAddr, "--gossip-addr", "127.0.0.1:0", "--metrics-addr", "")
+	coordMetrics, nodeMetrics, nodeHealth := freeAddr(t), freeAddr(t), freeAddr(t)
+	coord := start("coordinator", "coordinator", "--config", job, "--listen", coordAddr, "--gossip-addr", "127.0.0.1:0", "--metrics-addr", coordMetrics)
 	var nodes []*proc
 	for rank := range 3 {
-		nodes = append(nodes, start(fmt.Sprintf("rank %d", rank), "node", "--config", job, "--coordinator", coordAddr,
-			"--rank", fmt.Sprint(rank), "--gossip-addr", "127.0.0.1:0"))
+		args := []string{"node", "--config", job, "--coordinator", coordAddr, "--rank", fmt.Sprint(rank), "--gossip-addr", "127.0.0.1:0"}
+		if rank == 0 {
+			args = append(args, "--metrics-addr", nodeMetrics, "--health-addr", nodeHealth)
+		}
+		nodes = append(nodes, start(fmt.Sprintf("rank %d", rank), args...))
 	}
 
 	// Wait until the job runs, then kill rank 1.
@@ -460,6 +470,13 @@ func TestKilledNodeFailsJob(t *testing.T) {
 		require.False(t, time.Now().After(deadline), "the job did not reach step 3 within 60 s; coordinator stderr:\n%s", coord.stderr)
 		time.Sleep(20 * time.Millisecond)
 	}
+
+	// While the job runs, the coordinator and the nodes serve metrics and health.
+	assert.Contains(t, httpGet(t, "http://"+coordMetrics+"/metrics"), "ringtune_coordinator_")
+	assert.Contains(t, httpGet(t, "http://"+nodeMetrics+"/metrics"), `ringtune_node_steps_total{rank="0"}`)
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, healthStatus(t, nodeHealth))
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, healthStatus(t, coordAddr))
+
 	require.NoError(t, nodes[1].cmd.Process.Kill())
 	killed := time.Now()
 
@@ -473,6 +490,31 @@ func TestKilledNodeFailsJob(t *testing.T) {
 		}
 	}
 	t.Logf("every process exited within %v", time.Since(killed).Round(time.Millisecond))
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	return string(body)
+}
+
+// healthStatus asks the gRPC health service at addr for the overall status.
+func healthStatus(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	return resp.Status
 }
 
 // syncWriter serializes writes, so that a test can read a buffer that a
