@@ -24,6 +24,9 @@ const reportTimeout = 5 * time.Minute
 // reliably than the ring's neighbours can.
 const failureGrace = 3 * time.Second
 
+// run joins the job and trains. It leaves the watch stream open, so that the
+// coordinator learns of the node's exit from its Leave call rather than from a
+// broken stream; Run closes the stream after Leave through n.stopWatch.
 func (n *runner) run(parent context.Context) (*Result, error) {
 	if err := n.join(parent); err != nil {
 		return nil, err
@@ -34,7 +37,7 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 
 	// A FAILED event from the coordinator cancels everything this node waits on.
 	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
+	n.stopWatch = func() { cancel(nil) }
 	events, err := n.client.Watch(ctx, n.cfg.NodeID)
 	if err != nil {
 		return nil, fmt.Errorf("watch the job: %w", err)
@@ -62,7 +65,11 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 			return nil, jobErr
 		}
 	}
-	if parent.Err() == nil {
+	// A broken ring is a symptom of a lost rank, which the coordinator names
+	// more reliably than the ring's neighbours can. Other errors are this
+	// node's own and need no wait.
+	var fault *collective.FaultError
+	if parent.Err() == nil && errors.As(err, &fault) {
 		select {
 		case jobErr := <-failed:
 			return nil, fmt.Errorf("%w (locally: %v)", jobErr, err)

@@ -131,6 +131,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	res, err := n.run(ctx)
 	n.leave(err)
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
 	return res, err
 }
 
@@ -145,6 +148,9 @@ type runner struct {
 	members  *membership.Membership
 	client   *coordinator.Client
 	side     *sideServers
+
+	// stopWatch ends the watch stream; nil before it starts.
+	stopWatch func()
 
 	joined  *pb.JoinResponse
 	rank    int

@@ -73,7 +73,7 @@ func runCoordinator(c *cli.Context) error {
 		return err
 	}
 	slog.Info("coordinator listening", "job", job.JobID, "addr", server.Addr(), "nodes", cfg.WorldSize, "steps", cfg.TotalSteps)
-	return describeJobError(server.Run(c.Context))
+	return server.Run(c.Context)
 }
 
 // coordinatorListenAddr listens on all interfaces at the port of the

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -148,12 +147,3 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 	return inputs, cfg, cfg.Validate()
 }
 
-// describeJobError rewords a job failure caused by a lost rank so that the
-// rank leads the message.
-func describeJobError(err error) error {
-	var jobErr *coordinator.JobError
-	if errors.As(err, &jobErr) && jobErr.Rank >= 0 {
-		return fmt.Errorf("job failed: rank %d was lost: %s", jobErr.Rank, jobErr.Reason)
-	}
-	return err
-}

@@ -316,7 +316,7 @@ func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes
 		}
 	}
 	if serverErr != nil {
-		err := describeJobError(serverErr)
+		err := serverErr
 		if len(failed) > 0 {
 			return fmt.Errorf("%w\n%s", err, failed[0])
 		}

@@ -259,6 +259,30 @@ func TestTrainTwoNodesMatchOne(t *testing.T) {
 	}
 }
 
+func TestTrainStopsAfterNonFiniteSteps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: writeTrainData(t, dir, 60), output: out, nodes: 2, micro: 2, accum: 1, steps: 20,
+		extra: "max_nonfinite_steps: 2\n"})
+
+	// A learning rate of 1e30 makes the weights overflow after the first update.
+	_, stderr, err := runCLI(t, "train", "--config", job, "--optimizer-lr", "1e30", "--schedule-warmup-steps", "0")
+	require.Error(t, err)
+	assert.Contains(t, stderr, "2 steps in a row had a non-finite loss or gradient norm")
+
+	lines := readMetrics(t, out)
+	require.Len(t, lines, 3, "one finite step, then two skipped ones")
+	assert.False(t, lines[0].Skipped)
+	for _, line := range lines[1:] {
+		assert.True(t, line.Skipped, "step %d", line.Step)
+		assert.Nil(t, line.Loss, "step %d logs a non-finite loss as null", line.Step)
+	}
+}
+
 // loraParams counts the adapter values of trainTestConfig with rank 4 on all
 // seven projections: rank × (in + out) per projection and layer.
 func loraParams(cfg model.Config, rank int) int64 {
@@ -273,13 +297,19 @@ func TestTrainBytesOnTheWire(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts node processes; skipped with -short")
 	}
-	for _, mode := range []string{"full", "lora"} {
-		t.Run(mode, func(t *testing.T) {
+	// LoRA's 32 KiB of gradients take the small all-reduce, which sends
+	// (N-1)·S per rank, equal to the ring's 2(N-1)/N·S only for N = 2.
+	for _, tc := range []struct {
+		mode  string
+		nodes int
+	}{{"full", 2}, {"lora", 2}, {"full", 3}} {
+		mode, nodes := tc.mode, tc.nodes
+		t.Run(fmt.Sprintf("%s-%d", mode, nodes), func(t *testing.T) {
 			dir := t.TempDir()
 			base := newTrainBase(t)
 			trainPath := writeTrainData(t, dir, 60)
 			out := filepath.Join(dir, "out")
-			job := writeTrainJob(t, dir, trainJob{mode: mode, base: base, train: trainPath, output: out, nodes: 2, micro: 2, accum: 1, steps: 3})
+			job := writeTrainJob(t, dir, trainJob{mode: mode, base: base, train: trainPath, output: out, nodes: nodes, micro: 2, accum: 1, steps: 3})
 			runTrainCLI(t, job)
 
 			summary := readSummary(t, out)
@@ -300,7 +330,7 @@ func TestTrainBytesOnTheWire(t *testing.T) {
 
 			// Ring all-reduce sends 2(N-1)/N of the gradient bytes per rank; the
 			// target count and the loss add a few bytes, and eval steps an eval sum.
-			want := float64(2*(2-1)) / 2 * float64(4*params)
+			want := float64(2*(nodes-1)) / float64(nodes) * float64(4*params)
 			for _, line := range readMetrics(t, out) {
 				assert.InEpsilon(t, want, float64(line.BytesSentPerNode), 0.02, "step %d", line.Step)
 			}
