@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/ringtune/ringtune/collective"
@@ -63,6 +64,9 @@ func Dial(addr, token string) (*Client, error) {
 		grpc.WithPerRPCCredentials(tokenCredentials{token: token}),
 		// A node often starts before the coordinator, so reconnect faster than
 		// gRPC's default first delay of 1 s.
+		// A coordinator host that crashes or is cut off sends no FIN, so pings
+		// break the watch stream after 30 s + 10 s instead of never.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
 			MinConnectTimeout: 5 * time.Second,

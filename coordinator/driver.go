@@ -576,6 +576,15 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 // handleLeave applies a node's Leave call. nodeErr is the node's error, or "".
 func (s *Server) handleLeave(nodeID, nodeErr string) {
 	node := s.d.nodes[nodeID]
+	if s.d.finished && node != nil && nodeErr != "" {
+		// A node that fails after the last step, for example while rank 0
+		// writes the final model, fails a job that was done.
+		s.log.Error("node failed after the job ended", "node", nodeID, "rank", node.rank, "node_error", nodeErr)
+		if s.d.result == nil {
+			s.d.result = &JobError{Rank: node.rank, Reason: fmt.Sprintf("rank %d (node %q) failed after the last step: %s", node.rank, nodeID, nodeErr)}
+		}
+		return
+	}
 	if s.d.finished || node == nil {
 		s.log.Info("node left", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
 		return

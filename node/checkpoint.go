@@ -61,7 +61,7 @@ func saveCheckpoint(output string, m *model.Model, opt *model.AdamW, st TrainerS
 		return "", fmt.Errorf("creating the checkpoint folder: %w", err)
 	}
 	final := filepath.Join(parent, checkpointName(st.Step))
-	tmp, err := os.MkdirTemp(parent, "."+checkpointName(st.Step)+".tmp-")
+	tmp, err := makeTempDir(parent, "."+checkpointName(st.Step)+".tmp-")
 	if err != nil {
 		return "", fmt.Errorf("creating a temporary checkpoint folder: %w", err)
 	}
@@ -79,13 +79,9 @@ func saveCheckpoint(output string, m *model.Model, opt *model.AdamW, st TrainerS
 	}
 
 	// A checkpoint of the same step from an earlier, interrupted run is replaced.
-	if err := os.RemoveAll(final); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := replaceDir(tmp, final); err != nil {
 		return "", fmt.Errorf("renaming the checkpoint into place: %w", err)
 	}
-	syncDir(parent)
 	return final, pruneCheckpoints(parent, keep)
 }
 
@@ -169,6 +165,21 @@ func ResolveCheckpoint(path string) (string, error) {
 	return "", fmt.Errorf("resume: %s holds no checkpoint: pass a checkpoint folder (with %s) or a run's output folder", path, trainerStateFile)
 }
 
+// CheckFreshOutput fails when output holds checkpoints, which a new run would
+// mix with its own: pruning would delete the new ones and --resume would pick
+// the old run's.
+func CheckFreshOutput(output string) error {
+	steps, err := listCheckpoints(filepath.Join(output, checkpointsDir))
+	if err != nil {
+		return err
+	}
+	if len(steps) > 0 {
+		return fmt.Errorf("output %s already holds checkpoints of an earlier run (the newest after step %d): continue that run with --resume %s, or set another output",
+			output, steps[len(steps)-1], output)
+	}
+	return nil
+}
+
 // ReadTrainerState reads and checks trainer_state.json of a checkpoint folder.
 func ReadTrainerState(dir string) (TrainerState, error) {
 	var st TrainerState
@@ -211,6 +222,59 @@ func loadCheckpoint(dir string, m *model.Model, opt *model.AdamW) error {
 	return nil
 }
 
+// makeTempDir creates a temporary folder that other users can read, as
+// os.MkdirTemp's 0700 would keep nodes under other accounts from resuming.
+func makeTempDir(parent, pattern string) (string, error) {
+	dir, err := os.MkdirTemp(parent, pattern)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
+}
+
+// replaceDir renames the folder tmp to final. An existing final is first
+// renamed aside and removed only after tmp took its place, so a crash leaves
+// the old or the new folder under a name that ringtune finds.
+func replaceDir(tmp, final string) error {
+	old := ""
+	if _, err := os.Stat(final); err == nil {
+		old = fmt.Sprintf("%s.old-%d", filepath.Join(filepath.Dir(final), "."+filepath.Base(final)), os.Getpid())
+		if err := os.Rename(final, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if old != "" {
+			_ = os.Rename(old, final)
+		}
+		return err
+	}
+	syncDir(filepath.Dir(final))
+	if old != "" {
+		return os.RemoveAll(old)
+	}
+	return nil
+}
+
+// removeStaleTemps removes the temporary folders and files that a killed run
+// left in dir: names that start with a dot and contain ".tmp-" or ".old-".
+func removeStaleTemps(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") && (strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-")) {
+			_ = os.RemoveAll(filepath.Join(dir, name))
+		}
+	}
+}
+
 // writeJSONFile writes v as indented JSON to a temporary file and renames it to path.
 func writeJSONFile(path string, v any) error {
 	raw, err := json.MarshalIndent(v, "", "  ")
@@ -227,7 +291,11 @@ func writeFileAtomic(path string, content []byte) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // a no-op after the rename
+	defer os.Remove(f.Name())              // a no-op after the rename
+	if err := f.Chmod(0o644); err != nil { // os.CreateTemp makes 0600
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(content); err != nil {
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)

@@ -45,7 +45,7 @@ func (l *stepLoop) writeFinal(res *Result) (string, error) {
 		name = "adapter"
 	}
 	final := filepath.Join(l.job.Output, name)
-	tmp, err := os.MkdirTemp(l.job.Output, "."+name+".tmp-")
+	tmp, err := makeTempDir(l.job.Output, "."+name+".tmp-")
 	if err != nil {
 		return "", err
 	}
@@ -63,13 +63,9 @@ func (l *stepLoop) writeFinal(res *Result) (string, error) {
 			}
 		}
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := replaceDir(tmp, final); err != nil {
 		return "", fmt.Errorf("renaming the final %s into place: %w", name, err)
 	}
-	syncDir(l.job.Output)
 
 	var trainable, total int64
 	for _, p := range l.model.Params() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"time"
 
 	"github.com/ringtune/ringtune/collective"
@@ -138,6 +139,13 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 
 	var log *metricsLog
 	if n.rank == 0 {
+		if startStep == 0 {
+			if err := CheckFreshOutput(n.job.Output); err != nil {
+				return nil, err
+			}
+		}
+		removeStaleTemps(n.job.Output)
+		removeStaleTemps(filepath.Join(n.job.Output, checkpointsDir))
 		if log, err = openMetricsLog(n.job.Output, startStep); err != nil {
 			return nil, err
 		}

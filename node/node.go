@@ -287,6 +287,10 @@ func (n *runner) close() {
 
 // buildModel creates the model and optimizer and loads the base weights, the
 // checkpoint to resume from, or a random initialization.
+//
+// NOTE: it runs after the join, because the LoRA dropout seed depends on the
+// rank, so weights that fail to load fail the whole job rather than only
+// this node's join, and slow loading counts against the ring's connect timeout.
 func (n *runner) buildModel() (*TrainerState, error) {
 	evalBatch := n.job.Eval.BatchSize
 	opts, err := n.job.ModelOptions(max(n.job.Batch.MicroBatchSize, evalBatch))

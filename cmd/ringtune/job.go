@@ -120,7 +120,11 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 		interval = total // checkpoint after the last step only
 	}
 	startStep := 0
-	if resume != "" {
+	if resume == "" {
+		if err := node.CheckFreshOutput(job.Output); err != nil {
+			return nil, coordinator.Config{}, err
+		}
+	} else {
 		dir, err := node.ResolveCheckpoint(resume)
 		if err != nil {
 			return nil, coordinator.Config{}, err
@@ -146,4 +150,3 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 	}
 	return inputs, cfg, cfg.Validate()
 }
-

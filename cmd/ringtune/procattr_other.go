@@ -5,3 +5,5 @@ package main
 import "os/exec"
 
 func setParentDeathSignal(cmd *exec.Cmd) {}
+
+func setNodeProcAttr(cmd *exec.Cmd) {}

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +23,11 @@ import (
 	"github.com/ringtune/ringtune/jobconfig"
 	"github.com/ringtune/ringtune/node"
 )
+
+// finalOutputTimeout bounds how long the coordinator waits, after the last
+// step, for the nodes to finish: rank 0 writes the final model then, which
+// takes a while for a large model on a slow disk.
+const finalOutputTimeout = 10 * time.Minute
 
 // childStopGrace is how long train waits for node processes to exit after
 // SIGTERM before it kills them.
@@ -97,6 +101,9 @@ func runTrain(c *cli.Context) error {
 		GossipAddr: "127.0.0.1:0",
 		Logger:     coordLog,
 		OnSummary:  progress.observe,
+		// Rank 0 writes the final model after the last step; the coordinator
+		// waits for it before it ends.
+		ShutdownTimeout: finalOutputTimeout,
 	})
 	if err != nil {
 		lis.Close()
@@ -208,7 +215,7 @@ func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume stri
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		cmd.Env = append(os.Environ(), tokenEnv+"="+token, "GOMAXPROCS="+strconv.Itoa(procs),
 			"RINGTUNE_LOG_FORMAT=text", "WORLD_SIZE=", "RANK=", "MASTER_ADDR=", "RINGTUNE_COORDINATOR=")
-		setParentDeathSignal(cmd)
+		setNodeProcAttr(cmd)
 		if err := cmd.Start(); err != nil {
 			logFile.Close()
 			stopNodes(nodes)
@@ -226,41 +233,36 @@ func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume stri
 	return nodes, nil
 }
 
-// waitJob waits until the coordinator ends the job and every node exits. When
-// ctx ends first (Ctrl-C), it stops the nodes.
+// waitJob waits until the coordinator ends the job and every node exits. A
+// node that fails while the coordinator still runs, before it joined for
+// example, stops the job at once rather than at the join deadline. When ctx
+// ends first (Ctrl-C), it stops the nodes.
 func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan error, nodes []*localNode) (error, []error) {
-	var serverErr error
-	serverRunning := true
-	var wg sync.WaitGroup
-	allExited := make(chan struct{})
+	exits := make(chan *localNode, len(nodes))
 	for _, n := range nodes {
-		wg.Add(1)
-		go func() { <-n.done; wg.Done() }()
+		go func() { <-n.done; exits <- n }()
 	}
-	go func() { wg.Wait(); close(allExited) }()
 
-	stopping := false
-	for {
+	var serverErr error
+	serverRunning, running, stopping := true, len(nodes), false
+	for serverRunning || running > 0 {
 		select {
 		case serverErr = <-serverDone:
 			serverRunning = false
-			serverDone = nil
-			// Nodes exit on their own once the job ends. Give them a moment,
-			// then stop the rest.
-			go func() {
-				select {
-				case <-allExited:
-				case <-time.After(30 * time.Second):
+			// Nodes exit on their own once the job ended and rank 0 wrote the
+			// result, which the coordinator waited for. Stop those that linger.
+			if running > 0 && !stopping {
+				stopping = true
+				go func() {
+					time.Sleep(30 * time.Second)
 					stopNodes(nodes)
-				}
-			}()
-		case <-allExited:
-			allExited = nil
-			if !serverRunning {
-				return serverErr, nodeErrors(nodes)
+				}()
 			}
-			// Every node exited but the coordinator still runs: it learns of the
-			// lost nodes through their watch streams and ends the job.
+		case n := <-exits:
+			running--
+			if n.err != nil && serverRunning {
+				server.RequestStop(fmt.Sprintf("node %d exited: %v", n.rank, n.err))
+			}
 		case <-ctx.Done():
 			if !stopping {
 				stopping = true
@@ -269,10 +271,8 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 			}
 			ctx = context.Background()
 		}
-		if !serverRunning && allExited == nil {
-			return serverErr, nodeErrors(nodes)
-		}
 	}
+	return serverErr, nodeErrors(nodes)
 }
 
 func nodeErrors(nodes []*localNode) []error {

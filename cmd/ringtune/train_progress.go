@@ -22,8 +22,12 @@ import (
 )
 
 // trainProgress shows the coordinator's step summaries: a progress bar on a
-// terminal, one log line per step elsewhere.
+// terminal, one log line per step elsewhere. A goroutine of its own does the
+// writing, so that a terminal that blocks output cannot stall the coordinator.
 type trainProgress struct {
+	summaries chan coordinator.StepSummary
+	done      chan struct{}
+
 	mu    sync.Mutex
 	total int
 	nodes int
@@ -46,8 +50,16 @@ func newTrainProgress(total, startStep, nodes int, metricsPath string) *trainPro
 	if startStep == 0 {
 		lastEval = -1 // a new job may evaluate at step 0
 	}
-	return &trainProgress{total: total, nodes: nodes, bar: newProgressBar(total, "waiting for nodes"), start: time.Now(),
-		metrics: metricsPath, lastEval: lastEval}
+	p := &trainProgress{total: total, nodes: nodes, bar: newProgressBar(total, "waiting for nodes"), start: time.Now(),
+		metrics: metricsPath, lastEval: lastEval,
+		summaries: make(chan coordinator.StepSummary, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for s := range p.summaries {
+			p.show(s)
+		}
+	}()
+	return p
 }
 
 // reportEvals logs the evaluation results that rank 0 appended to
@@ -93,8 +105,16 @@ func deref(v *float64) float64 {
 	return *v
 }
 
-// observe is the coordinator's OnSummary callback.
+// observe is the coordinator's OnSummary callback. It drops a summary when
+// the display is 1024 summaries behind.
 func (p *trainProgress) observe(s coordinator.StepSummary) {
+	select {
+	case p.summaries <- s:
+	default:
+	}
+}
+
+func (p *trainProgress) show(s coordinator.StepSummary) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -121,7 +141,11 @@ func (p *trainProgress) observe(s coordinator.StepSummary) {
 		"mb_sent_per_node", mbPerNode, "exposed_allreduce_s", s.MaxExposedAllReduceTime.Seconds(), "eta", eta)
 }
 
+// finish shows the summaries still queued and ends the display. The
+// coordinator must have stopped calling observe.
 func (p *trainProgress) finish() {
+	close(p.summaries)
+	<-p.done
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reportEvals()

@@ -427,6 +427,23 @@ func TestTrainInterruptKeepsCheckpoint(t *testing.T) {
 	}
 }
 
+func TestTrainRejectsOutputOfEarlierRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "lora", base: base, train: writeTrainData(t, dir, 40), output: out, nodes: 1, micro: 2, accum: 1, steps: 2})
+	runTrainCLI(t, job)
+
+	// A new run into the same output would mix its checkpoints with the old ones.
+	_, stderr, err := runCLI(t, "train", "--config", job)
+	require.Error(t, err)
+	assert.Contains(t, stderr, "already holds checkpoints of an earlier run")
+	assert.Contains(t, stderr, "--resume "+out)
+}
+
 // listCheckpointSteps returns the steps of the complete checkpoints of an output folder.
 func listCheckpointSteps(output string) ([]int, error) {
 	entries, err := os.ReadDir(filepath.Join(output, "checkpoints"))
