@@ -26,14 +26,17 @@ type Fingerprint struct {
 type fingerprintField struct {
 	name      string
 	node, job string
+	// hint says what to do about a mismatch.
+	hint string
 }
 
 func (f Fingerprint) fields(job Fingerprint) []fingerprintField {
 	return []fingerprintField{
-		{"binary version", f.BinaryVersion, job.BinaryVersion},
-		{"resolved-config hash", f.ConfigHash, job.ConfigHash},
-		{"model hash", f.ModelHash, job.ModelHash},
-		{"dataset hash", f.DatasetHash, job.DatasetHash},
+		{"binary version", f.BinaryVersion, job.BinaryVersion, "run the same ringtune build everywhere"},
+		{"resolved-config hash", f.ConfigHash, job.ConfigHash,
+			"start every process with the same config file and the same config flags (cluster.* and WORLD_SIZE included), and compare the resolved job config that each one logs"},
+		{"model hash", f.ModelHash, job.ModelHash, "give every process the same model files"},
+		{"dataset hash", f.DatasetHash, job.DatasetHash, "give every process the same data and tokenizer files"},
 	}
 }
 

@@ -65,7 +65,7 @@ func (c *Coordinator) checkJoin(join Join) string {
 	}
 	for _, field := range join.Fingerprint.fields(c.cfg.Fingerprint) {
 		if field.node != field.job {
-			return fmt.Sprintf("%s differs: node has %s, job has %s", field.name, field.node, field.job)
+			return fmt.Sprintf("%s differs: node has %s, job has %s: %s", field.name, field.node, field.job, field.hint)
 		}
 	}
 

@@ -127,8 +127,9 @@ func (c *Config) LRSchedule(totalSteps int) model.Schedule {
 }
 
 // TotalSteps returns the number of optimizer steps: schedule.steps when set, else
-// ceil(epochs × microBatchesPerEpochPerRank / grad_accum_steps) with epochs 1 when
-// unset, and at least 1.
+// ceil(epochs × ceil(microBatchesPerEpochPerRank / grad_accum_steps)) with epochs 1
+// when unset, and at least 1. A step never spans two epochs, so an epoch has
+// ceil(micro-batches / grad_accum_steps) steps.
 func (c *Config) TotalSteps(microBatchesPerEpochPerRank int) int {
 	if c.Schedule.Steps > 0 {
 		return c.Schedule.Steps
@@ -139,9 +140,9 @@ func (c *Config) TotalSteps(microBatchesPerEpochPerRank int) int {
 	}
 	// The tolerance keeps products such as 0.3 × 10 = 3.0000000000000004 from
 	// rounding up to an extra micro-batch.
-	microBatches := math.Ceil(epochs*float64(microBatchesPerEpochPerRank) - 1e-9)
-	accum := float64(max(c.Batch.GradAccumSteps, 1))
-	steps := math.Ceil(microBatches / accum)
+	accum := max(c.Batch.GradAccumSteps, 1)
+	stepsPerEpoch := (microBatchesPerEpochPerRank + accum - 1) / accum
+	steps := math.Ceil(epochs*float64(stepsPerEpoch) - 1e-9)
 	if steps > math.MaxInt32 {
 		return math.MaxInt32
 	}

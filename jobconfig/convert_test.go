@@ -23,7 +23,7 @@ func TestTotalSteps(t *testing.T) {
 		{"steps win", 100, 0, 4, 10, 100},
 		{"default one epoch", 0, 0, 1, 10, 10},
 		{"accumulation rounds up", 0, 0, 3, 10, 4},
-		{"two epochs", 0, 2, 4, 10, 5},
+		{"two epochs, each ending with a short step", 0, 2, 4, 10, 6},
 		{"fractional epochs without float error", 0, 0.3, 1, 10, 3},
 		{"fractional epochs round up", 0, 0.25, 1, 10, 3},
 		{"at least one", 0, 1, 8, 0, 1},

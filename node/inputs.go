@@ -55,6 +55,9 @@ func LoadInputs(ctx context.Context, job *jobconfig.Config, version string, logg
 			job.Model.Tokenizer, tok.VocabSize(), modelCfg.VocabSize)
 	}
 
+	if job.Data.SeqLen > modelCfg.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("data.seq_len %d exceeds the model's max_position_embeddings %d: lower data.seq_len", job.Data.SeqLen, modelCfg.MaxPositionEmbeddings)
+	}
 	opts, err := job.DataOptions()
 	if err != nil {
 		return nil, err
@@ -62,6 +65,9 @@ func LoadInputs(ctx context.Context, job *jobconfig.Config, version string, logg
 	opts.Logger = logger
 	dataset, err := data.Load(ctx, job.Data.Train, tok, opts)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("data.train: %w", err)
+		}
 		return nil, err
 	}
 	if dataset.Train.Len() == 0 {

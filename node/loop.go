@@ -107,7 +107,7 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 	}
 	if resumed != nil {
 		if err := sampler.Restore(resumed.Sampler); err != nil {
-			return nil, fmt.Errorf("resume: %w", err)
+			return nil, fmt.Errorf("resume: %w: the data files, data.seq_len, packing, the eval split or cluster.nodes differ from the run that wrote the checkpoint", err)
 		}
 		startStep, skips = resumed.Step, resumed.ConsecutiveSkips
 		if startStep >= totalSteps {
@@ -120,7 +120,8 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 	commCfg.JobID, commCfg.Generation = n.job.JobID, n.joined.Generation
 	commCfg.Rank, commCfg.WorldSize, commCfg.Peers = n.rank, world, n.joined.Ring
 	commCfg.DType = n.job.WireDType()
-	commCfg.Logger = n.log
+	// The communicator adds rank and generation to its records itself.
+	commCfg.Logger = n.cfg.Logger.With("node", n.cfg.NodeID, "job", n.job.JobID)
 	if n.comm, err = collective.New(ctx, commCfg, n.endpoint); err != nil {
 		return nil, fmt.Errorf("forming the ring: %w", err)
 	}
@@ -139,6 +140,11 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 
 	var log *metricsLog
 	if n.rank == 0 {
+		lock, err := LockOutput(n.job.Output)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Close()
 		if startStep == 0 {
 			if err := CheckFreshOutput(n.job.Output); err != nil {
 				return nil, err
@@ -245,13 +251,19 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 
 func world(l *stepLoop) int { return int(l.joined.WorldSize) }
 
-// nextMicroBatches takes the step's micro-batches from the sampler, moving to
-// the next epoch when this one runs out.
+// nextMicroBatches takes the step's micro-batches from the sampler. A step
+// never spans two epochs: when the epoch runs out, the step ends with the
+// micro-batches it has, as in transformers' Trainer, and the next step starts
+// the next epoch. Every rank has as many micro-batches per epoch, so all ranks
+// take the same number.
 func (l *stepLoop) nextMicroBatches() ([]*data.Batch, error) {
 	batches := make([]*data.Batch, 0, l.job.Batch.GradAccumSteps)
 	for range l.job.Batch.GradAccumSteps {
 		indices, ok := l.sampler.Next()
 		if !ok {
+			if len(batches) > 0 {
+				break
+			}
 			l.sampler.SetEpoch(l.sampler.Epoch() + 1)
 			if indices, ok = l.sampler.Next(); !ok {
 				return nil, errors.New("the sampler yields no rows for this rank: the dataset has fewer rows than ranks")

@@ -105,8 +105,9 @@ func openMetricsLog(output string, startStep int) (*metricsLog, error) {
 	return &metricsLog{f: f, w: bufio.NewWriter(f)}, nil
 }
 
-// truncateMetrics keeps the lines of steps up to keepStep, the step-0
-// evaluation included, and drops lines that do not parse.
+// truncateMetrics keeps the lines of steps 1 to keepStep and, when keepStep
+// is positive, the step-0 evaluation of the run being resumed. It drops lines
+// that do not parse.
 func truncateMetrics(path string, keepStep int) error {
 	raw, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
@@ -121,7 +122,7 @@ func truncateMetrics(path string, keepStep int) error {
 		var head struct {
 			Step *int `json:"step"`
 		}
-		if json.Unmarshal(line, &head) == nil && head.Step != nil && *head.Step >= 0 && *head.Step <= keepStep {
+		if json.Unmarshal(line, &head) == nil && head.Step != nil && *head.Step >= 0 && *head.Step <= keepStep && keepStep > 0 {
 			kept = append(append(kept, line...), '\n')
 		}
 	}

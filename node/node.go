@@ -91,6 +91,11 @@ func (c *Config) setDefaults() error {
 	if c.Coordinator == "" {
 		return errors.New("node: the coordinator address is missing: set --coordinator, cluster.coordinator or MASTER_ADDR and MASTER_PORT")
 	}
+	if _, port, err := net.SplitHostPort(c.Coordinator); err != nil || port == "" {
+		return fmt.Errorf("node: invalid coordinator address %q: use HOST:PORT, such as 10.0.0.1:29400", c.Coordinator)
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("node: invalid port in the coordinator address %q: %v", c.Coordinator, err)
+	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
 		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -130,6 +135,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	n.client = client
 
 	res, err := n.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("stopped: %v (%w)", context.Cause(ctx), err)
+	}
 	n.leave(err)
 	if n.stopWatch != nil {
 		n.stopWatch()
@@ -299,6 +307,14 @@ func (n *runner) buildModel() (*TrainerState, error) {
 	}
 	// Distinct dropout masks per rank, as each replica of PyTorch DDP draws its own.
 	opts.DropoutSeed = n.job.Seed + uint64(n.rank)
+	// A micro-batch never holds more rows than this rank reads, so a batch size
+	// larger than the data does not allocate activations for rows that never come.
+	world := int(n.joined.WorldSize)
+	rowsPerRank := (n.in.Dataset.Train.Len() + world - 1) / world
+	if eval := n.in.Dataset.Eval; eval != nil {
+		rowsPerRank = max(rowsPerRank, (eval.Len()+world-1)/world)
+	}
+	opts.MaxBatch = max(1, min(opts.MaxBatch, rowsPerRank))
 	backend, err := cpu.New(cpu.Options{Workers: n.cfg.Workers})
 	if err != nil {
 		return nil, err
@@ -334,6 +350,9 @@ func (n *runner) buildModel() (*TrainerState, error) {
 	st, err := ReadTrainerState(dir)
 	if err != nil {
 		return nil, err
+	}
+	if st.Mode != "" && st.Mode != n.job.Mode {
+		return nil, fmt.Errorf("resume: the checkpoint %s is of a %s run, and the job's mode is %s", dir, st.Mode, n.job.Mode)
 	}
 	if st.ConfigHash != n.in.Fingerprint.ConfigHash {
 		n.log.Warn("the checkpoint was written under another job config; resuming anyway", "checkpoint", dir)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -73,7 +74,11 @@ func runCoordinator(c *cli.Context) error {
 		return err
 	}
 	slog.Info("coordinator listening", "job", job.JobID, "addr", server.Addr(), "nodes", cfg.WorldSize, "steps", cfg.TotalSteps)
-	return server.Run(c.Context)
+	err = server.Run(c.Context)
+	if err != nil && c.Context.Err() != nil {
+		return fmt.Errorf("stopped: %v", context.Cause(c.Context))
+	}
+	return err
 }
 
 // coordinatorListenAddr listens on all interfaces at the port of the

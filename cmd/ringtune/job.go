@@ -133,6 +133,14 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 		if err != nil {
 			return nil, coordinator.Config{}, err
 		}
+		if st.WorldSize != 0 && st.WorldSize != job.Cluster.Nodes {
+			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s was written by %d nodes, and the job has %d: resume with --nodes %d, because the data order depends on the world size",
+				dir, st.WorldSize, job.Cluster.Nodes, st.WorldSize)
+		}
+		if st.Mode != "" && st.Mode != job.Mode {
+			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is of a %s run, and the job's mode is %s", dir, st.Mode, job.Mode)
+		}
+		slog.Info("resuming from a checkpoint", "checkpoint", dir, "after_step", st.Step, "epoch", st.Sampler.Epoch)
 		if st.Step >= total {
 			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is at step %d, and the job has %d steps: raise schedule.steps to train further", dir, st.Step, total)
 		}

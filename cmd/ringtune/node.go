@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -14,7 +12,7 @@ import (
 func nodeCommand() *cli.Command {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "coordinator", Usage: "`HOST:PORT` of the coordinator (default: $RINGTUNE_COORDINATOR, $MASTER_ADDR:$MASTER_PORT, cluster.coordinator)"},
-		&cli.IntFlag{Name: "rank", Value: -1, Usage: "rank to request, or -1 for any free rank (default: $RANK)"},
+		&cli.IntFlag{Name: "rank", Value: -1, EnvVars: []string{"RANK"}, Usage: "rank to request, or -1 for any free rank"},
 		&cli.StringFlag{Name: "node-id", Usage: "name of this node, unique in the job (default: hostname-pid)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` of this node's collective service; use :PORT across hosts"},
 		&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that the left neighbour dials (default: the listener's address)"},
@@ -50,12 +48,8 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	rank := c.Int("rank")
-	if !c.IsSet("rank") {
-		if env := os.Getenv("RANK"); env != "" {
-			if rank, err = strconv.Atoi(env); err != nil || rank < 0 {
-				return fmt.Errorf("invalid RANK %q: must be a non-negative integer", env)
-			}
-		}
+	if rank < -1 {
+		return fmt.Errorf("invalid --rank or RANK %d: use a rank from 0 to cluster.nodes-1, or -1 for any free rank", rank)
 	}
 	slog.Info("resolved job config", "job", job.JobID, "config", job.YAML())
 

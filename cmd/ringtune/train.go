@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,6 +64,22 @@ func runTrain(c *cli.Context) error {
 			return fmt.Errorf("--nodes: %w", err)
 		}
 	}
+	// --resume with a run's output folder continues that run in it, unless
+	// --output names another folder. A single checkpoint folder starts a run in
+	// the config's output from that checkpoint.
+	if resume := c.String("resume"); resume != "" && !c.IsSet("output") {
+		dir, err := node.ResolveCheckpoint(resume)
+		if err != nil {
+			return err
+		}
+		if parent := filepath.Dir(dir); filepath.Clean(dir) != filepath.Clean(resume) && filepath.Base(parent) == "checkpoints" {
+			job.Output, err = filepath.Abs(filepath.Dir(parent))
+			if err != nil {
+				return err
+			}
+		}
+	}
+
 	// Read and check the inputs here, so that a bad file fails once, before any
 	// node starts.
 	begin := time.Now()
@@ -127,7 +144,7 @@ func runTrain(c *cli.Context) error {
 	if err := firstJobError(c.Context, serverErr, nodeErrs, nodes); err != nil {
 		return err
 	}
-	return printTrainSummary(c, job, time.Since(begin))
+	return printTrainSummary(c, job, coordCfg.StartStep, time.Since(begin))
 }
 
 // coordinatorLogger returns a logger that writes every record to path and
@@ -213,8 +230,7 @@ func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume stri
 		}
 		cmd := exec.Command(exe, args...)
 		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.Env = append(os.Environ(), tokenEnv+"="+token, "GOMAXPROCS="+strconv.Itoa(procs),
-			"RINGTUNE_LOG_FORMAT=text", "WORLD_SIZE=", "RANK=", "MASTER_ADDR=", "RINGTUNE_COORDINATOR=")
+		cmd.Env = append(nodeEnv(), tokenEnv+"="+token, "GOMAXPROCS="+strconv.Itoa(procs), "RINGTUNE_LOG_FORMAT=text")
 		setNodeProcAttr(cmd)
 		if err := cmd.Start(); err != nil {
 			logFile.Close()
@@ -231,6 +247,22 @@ func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume stri
 		slog.Debug("started node", "rank", rank, "pid", cmd.Process.Pid, "log", logPath)
 	}
 	return nodes, nil
+}
+
+// nodeEnv returns this process's environment without the variables that
+// would override a local node's flags: its rank, the world size and the
+// coordinator's address come from train.
+func nodeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RINGTUNE_COORDINATOR", tokenEnv, "GOMAXPROCS":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // waitJob waits until the coordinator ends the job and every node exits. A
@@ -312,7 +344,7 @@ func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes
 	var failed []string
 	for i, err := range nodeErrs {
 		if err != nil {
-			failed = append(failed, fmt.Sprintf("node %d: %v; the end of %s:\n%s", nodes[i].rank, err, nodes[i].log, logTail(nodes[i].log, 6)))
+			failed = append(failed, fmt.Sprintf("node %d: %v; the end of %s:\n%s", nodes[i].rank, err, nodes[i].log, crashLines(nodes[i].log, 6)))
 		}
 	}
 	if serverErr != nil {
@@ -326,6 +358,20 @@ func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes
 		return errors.New(failed[0])
 	}
 	return nil
+}
+
+// crashLines returns the Go runtime's "fatal error:" or "panic:" line of a
+// crashed node's log, which a goroutine dump follows, or else the last lines.
+func crashLines(path string, lines int) string {
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "fatal error:") || strings.HasPrefix(line, "panic:") {
+				return line + " (the goroutine dump follows in the log)"
+			}
+		}
+	}
+	return logTail(path, lines)
 }
 
 // logTail returns the last lines of a log file.

@@ -168,7 +168,8 @@ type trainSummary struct {
 	Metrics            string   `json:"metrics"`
 }
 
-func printTrainSummary(c *cli.Context, job *jobconfig.Config, wall time.Duration) error {
+// printTrainSummary prints the summary of a run that started after startStep.
+func printTrainSummary(c *cli.Context, job *jobconfig.Config, startStep int, wall time.Duration) error {
 	raw, err := os.ReadFile(filepath.Join(job.Output, node.SummaryFile))
 	if err != nil {
 		return fmt.Errorf("the job finished but rank 0 wrote no summary: %w", err)
@@ -189,7 +190,11 @@ func printTrainSummary(c *cli.Context, job *jobconfig.Config, wall time.Duration
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
-	fmt.Fprintf(w, "job %s: %s mode, %d nodes, %d steps in %s\n", s.JobID, s.Mode, s.WorldSize, s.Steps, wall.Round(time.Second))
+	steps := fmt.Sprintf("%d steps", s.Steps)
+	if startStep > 0 {
+		steps = fmt.Sprintf("steps %d to %d", startStep+1, s.Steps)
+	}
+	fmt.Fprintf(w, "job %s: %s mode, %d nodes, %s in %s\n", s.JobID, s.Mode, s.WorldSize, steps, wall.Round(time.Second))
 	fmt.Fprintf(w, "  trainable parameters  %d of %d (%.2f%%)\n", s.TrainableParams, s.TotalParams, 100*float64(s.TrainableParams)/float64(max(s.TotalParams, 1)))
 	fmt.Fprintf(w, "  final train loss      %s\n", formatOptional(s.Loss, "%.4f"))
 	fmt.Fprintf(w, "  eval loss             %s (perplexity %s)", formatOptional(s.EvalLoss, "%.4f"), formatOptional(s.EvalPerplexity, "%.2f"))
