@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/ringtune/ringtune/collective"
@@ -130,12 +131,18 @@ func (c *Client) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespons
 	)
 	backoff := firstBackoff
 	for {
-		resp, err := c.rpc.Join(ctx, req)
+		var server peer.Peer
+		resp, err := c.rpc.Join(ctx, req, grpc.Peer(&server))
 		if err == nil {
 			return resp, nil
 		}
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			return nil, c.wrap("join", err)
+		}
+		// A call that reached the coordinator and then broke lost it during
+		// rendezvous; a call that never reached it finds it not started yet.
+		if server.Addr != nil {
+			return nil, fmt.Errorf("join at coordinator %s: lost the coordinator during rendezvous: %w", c.addr, err)
 		}
 
 		// Full jitter keeps nodes that started together from retrying in lockstep.

@@ -27,8 +27,9 @@ func coordinatorCommand() *cli.Command {
 assigns their ranks and ring order, follows their step reports and ends the job.
 It reads the same files as the nodes, because it checks that every node runs the
 same binary, config, model and data. It exits with status 0 when the job is done.`,
-		Flags:  append(flags, jobFlags()...),
-		Action: runCoordinator,
+		Flags:        append(flags, jobFlags()...),
+		Action:       runCoordinator,
+		OnUsageError: shortUsageError,
 	}
 }
 

@@ -60,6 +60,12 @@ func loadJob(c *cli.Context) (*jobconfig.Config, error) {
 	return job, nil
 }
 
+// shortUsageError reports a flag error in one line instead of the command's
+// whole help, which for the job commands lists every config key.
+func shortUsageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w: run 'ringtune %s --help' for the flags", err, c.Command.Name)
+}
+
 // readToken returns the job token from --token-file or the environment.
 func readToken(c *cli.Context) (string, error) {
 	if path := c.String("token-file"); path != "" {

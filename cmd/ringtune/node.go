@@ -33,8 +33,9 @@ func nodeCommand() *cli.Command {
 coordinator and trains its shard of every global batch. Rank 0 writes metrics.jsonl,
 checkpoints and the final model or adapter into the config's output folder.
 The node exits with status 0 when the job is done, and non-zero when it fails.`,
-		Flags:  append(flags, jobFlags()...),
-		Action: runNode,
+		Flags:        append(flags, jobFlags()...),
+		Action:       runNode,
+		OnUsageError: shortUsageError,
 	}
 }
 

@@ -48,8 +48,9 @@ the progress of the job and prints a summary. Rank 0 writes metrics.jsonl,
 checkpoints, the final model or adapter and summary.json into the output folder;
 each node's log goes to logs/node-RANK.log there. Ctrl-C stops every process and
 leaves the last checkpoint intact; --resume continues from it.`,
-		Flags:  append(flags, jobFlags()...),
-		Action: runTrain,
+		Flags:        append(flags, jobFlags()...),
+		Action:       runTrain,
+		OnUsageError: shortUsageError,
 	}
 }
 
