@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -117,12 +118,45 @@ func Flags() []cli.Flag {
 			panic(fmt.Sprintf("jobconfig: no flag type for %s of type %s", l.path, l.typ))
 		}
 	}
+	for _, f := range flags {
+		setDefaultText(f)
+	}
 	flags = append(flags, &cli.StringSliceFlag{
 		Name:     SetFlag,
 		Usage:    "set a config key by its YAML path, such as --set optimizer.lr=2e-4 or --set model.overrides.hidden_size=128 (repeatable, applied after the other flags)",
 		Category: "Job config",
 	})
 	return flags
+}
+
+// defaultPhrase matches the "(default X)" of a flag description.
+var defaultPhrase = regexp.MustCompile(`\s*\(default:? ([^)]*)\)`)
+
+// setDefaultText moves a description's "(default X)" into the flag's
+// DefaultText, so that help shows the config default once, instead of beside
+// the zero value that the flag itself starts from.
+func setDefaultText(f cli.Flag) {
+	var usage, text *string
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		usage, text = &f.Usage, &f.DefaultText
+	case *cli.IntFlag:
+		usage, text = &f.Usage, &f.DefaultText
+	case *cli.Uint64Flag:
+		usage, text = &f.Usage, &f.DefaultText
+	case *cli.Float64Flag:
+		usage, text = &f.Usage, &f.DefaultText
+	case *cli.BoolFlag:
+		usage, text = &f.Usage, &f.DefaultText
+	case *cli.StringSliceFlag:
+		usage, text = &f.Usage, &f.DefaultText
+	default:
+		return
+	}
+	if m := defaultPhrase.FindStringSubmatch(*usage); m != nil {
+		*text = m[1]
+		*usage = defaultPhrase.ReplaceAllString(*usage, "")
+	}
 }
 
 // ApplyFlags copies the config flags that the command line set into cfg, then
