@@ -166,3 +166,34 @@ func (c Config) NumLoRAParams(lora LoRAConfig) int64 {
 	}
 	return n
 }
+
+// TrainableSpecs returns the tensors that Model.Trainable returns for a model
+// built with cfg and opts, in the same order and with the same names and shapes,
+// without allocating the model. In ModeLoRA they are the adapters, each with the
+// Layer and Module of the weight it adapts. Only opts.Mode and opts.LoRA matter.
+func TrainableSpecs(cfg Config, opts Options) ([]ParamSpec, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch opts.Mode {
+	case ModeFull:
+		return cfg.Params(), nil
+	case ModeLoRA:
+		if err := opts.LoRA.Validate(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("invalid mode %v: use ModeFull or ModeLoRA", opts.Mode)
+	}
+	bases := map[string]ParamSpec{}
+	for _, p := range cfg.Params() {
+		bases[p.Name] = p
+	}
+	adapters := cfg.Adapters(opts.LoRA)
+	specs := make([]ParamSpec, len(adapters))
+	for i, a := range adapters {
+		base := bases[a.Base]
+		specs[i] = ParamSpec{Name: a.Name, Shape: a.Shape, Layer: base.Layer, Module: base.Module, Decay: true}
+	}
+	return specs, nil
+}

@@ -23,25 +23,32 @@ type Bucket struct {
 // Bytes returns the size of the bucket's float32 gradients.
 func (b Bucket) Bytes() int { return 4 * (b.End - b.Start) }
 
-// partitionBuckets cuts the trainable gradients into buckets in reverse
-// Trainable order, the order in which backward finishes them. A bucket holds at
-// most bucketBytes unless a single tensor is larger, in which case that tensor
-// is a bucket of its own. Buckets are returned in the order they become ready.
-func partitionBuckets(params []model.Param, flatOffset, bucketBytes int) ([]Bucket, error) {
+// PlanBuckets cuts trainable gradients of the given sizes, in elements and in
+// Trainable order, into buckets laid out back to back from element 0 of
+// FlatGrads. Buckets are cut in reverse Trainable order, the order in which
+// backward finishes the gradients. A bucket holds at most bucketBytes of float32
+// gradients unless a single tensor is larger, in which case that tensor is a
+// bucket of its own. Buckets are returned in the order they become ready.
+// It needs shapes only, so tools can plan the buckets of a model without building it.
+func PlanBuckets(sizes []int, bucketBytes int) ([]Bucket, error) {
+	if bucketBytes <= 0 {
+		return nil, fmt.Errorf("invalid bucket size %d bytes: must be positive", bucketBytes)
+	}
+	ends := make([]int, len(sizes)) // ends[i] is where tensor i's gradient ends in FlatGrads
+	total := 0
+	for i, size := range sizes {
+		if size < 0 {
+			return nil, fmt.Errorf("trainable tensor %d has a negative size %d", i, size)
+		}
+		total += size
+		ends[i] = total
+	}
+
 	var buckets []Bucket
 	open := false
 	var current Bucket
-	for i := len(params) - 1; i >= 0; i-- {
-		grad := params[i].Grad
-		if grad.IsAbsent() {
-			return nil, fmt.Errorf("trainable tensor %s has no gradient", params[i].Name)
-		}
-		start := grad.Offset() - flatOffset
-		end := start + grad.Len()
-		if open && end != current.Start {
-			return nil, fmt.Errorf("gradient of %s ends at element %d of FlatGrads, but the next tensor's gradient starts at %d: buckets need the gradients back to back in Trainable order",
-				params[i].Name, end, current.Start)
-		}
+	for i := len(sizes) - 1; i >= 0; i-- {
+		start, end := ends[i]-sizes[i], ends[i]
 		if open && 4*(current.End-start) > bucketBytes {
 			buckets = append(buckets, current)
 			open = false
@@ -58,4 +65,23 @@ func partitionBuckets(params []model.Param, flatOffset, bucketBytes int) ([]Buck
 		buckets = append(buckets, current)
 	}
 	return buckets, nil
+}
+
+// partitionBuckets checks that the gradients of params lie back to back in
+// Trainable order, starting at flatOffset, and cuts them with PlanBuckets.
+func partitionBuckets(params []model.Param, flatOffset, bucketBytes int) ([]Bucket, error) {
+	sizes := make([]int, len(params))
+	next := flatOffset
+	for i, p := range params {
+		if p.Grad.IsAbsent() {
+			return nil, fmt.Errorf("trainable tensor %s has no gradient", p.Name)
+		}
+		if p.Grad.Offset() != next {
+			return nil, fmt.Errorf("gradient of %s starts at element %d of FlatGrads, but the previous tensor's gradient ends at %d: buckets need the gradients back to back in Trainable order",
+				p.Name, p.Grad.Offset()-flatOffset, next-flatOffset)
+		}
+		sizes[i] = p.Grad.Len()
+		next += sizes[i]
+	}
+	return PlanBuckets(sizes, bucketBytes)
 }

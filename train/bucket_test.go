@@ -84,3 +84,21 @@ func TestPartitionBucketsRejectsGap(t *testing.T) {
 	_, err = partitionBuckets(params, 3, 100)
 	assert.ErrorContains(t, err, "back to back")
 }
+
+func TestPlanBucketsMatchesPartition(t *testing.T) {
+	sizes := []int{1, 10, 1, 1, 7, 3, 3}
+	for _, bucketBytes := range []int{4, 12, 16, 40, 1000} {
+		want, err := partitionBuckets(paramsOfSizes(t, sizes), 3, bucketBytes)
+		require.NoError(t, err)
+		got, err := PlanBuckets(sizes, bucketBytes)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "bucket bytes %d", bucketBytes)
+	}
+}
+
+func TestPlanBucketsRejectsBadInput(t *testing.T) {
+	_, err := PlanBuckets([]int{1, 2}, 0)
+	assert.ErrorContains(t, err, "invalid bucket size 0")
+	_, err = PlanBuckets([]int{1, -2}, 16)
+	assert.ErrorContains(t, err, "negative size -2")
+}

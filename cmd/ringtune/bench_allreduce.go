@@ -33,6 +33,8 @@ func benchCommand() *cli.Command {
 			benchAllReduceCommand(),
 			benchAllReduceWorkerCommand(),
 			benchStepCommand(),
+			benchCommCommand(),
+			benchCommWorkerCommand(),
 		},
 	}
 }
