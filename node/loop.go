@@ -200,12 +200,12 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 				"step", step, "loss", stats.Loss, "grad_norm", stats.GradNorm, "in_a_row", stats.ConsecutiveSkips)
 		}
 
-		decision, err := l.report(ctx, step, stats, time.Since(stepStart))
+		decision, err := l.report(ctx, step, stats)
 		if err != nil {
 			return nil, err
 		}
 
-		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(l.start))
+		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(stepStart), time.Since(l.start))
 		if l.evalDue(step, decision) {
 			if err := l.evaluate(ctx, step, &line); err != nil {
 				return nil, err
@@ -279,7 +279,7 @@ func (l *stepLoop) nextMicroBatches() ([]*data.Batch, error) {
 }
 
 // report sends the step's stats to the coordinator and returns its decisions.
-func (l *stepLoop) report(ctx context.Context, step int, stats train.Stats, wall time.Duration) (*pb.StepDecision, error) {
+func (l *stepLoop) report(ctx context.Context, step int, stats train.Stats) (*pb.StepDecision, error) {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
 	loss := stats.Loss

@@ -39,7 +39,8 @@ type MetricsLine struct {
 	ComputeSeconds          float64 `json:"compute_s"`
 	AllReduceSeconds        float64 `json:"allreduce_s"`
 	ExposedAllReduceSeconds float64 `json:"exposed_allreduce_s"`
-	// StepSeconds is rank 0's wall time of the step, report included.
+	// StepSeconds is rank 0's wall time of the step, from taking the
+	// micro-batches to the coordinator's reply, evaluation and checkpoint excluded.
 	StepSeconds     float64 `json:"step_s"`
 	PeakMemoryBytes int64   `json:"peak_memory_bytes"`
 	ElapsedSeconds  float64 `json:"elapsed_s"`
@@ -59,7 +60,7 @@ func finiteOrNil(x float64) *float64 {
 	return &x
 }
 
-func stepLine(step, epoch int, stats train.Stats, d *pb.StepDecision, world int, elapsed time.Duration) MetricsLine {
+func stepLine(step, epoch int, stats train.Stats, d *pb.StepDecision, world int, wall, elapsed time.Duration) MetricsLine {
 	s := d.GetSummary()
 	return MetricsLine{
 		Step:                    step,
@@ -74,7 +75,7 @@ func stepLine(step, epoch int, stats train.Stats, d *pb.StepDecision, world int,
 		ComputeSeconds:          time.Duration(s.GetMaxComputeNs()).Seconds(),
 		AllReduceSeconds:        time.Duration(s.GetMaxAllreduceNs()).Seconds(),
 		ExposedAllReduceSeconds: time.Duration(s.GetMaxExposedAllreduceNs()).Seconds(),
-		StepSeconds:             time.Duration(s.GetMaxComputeNs() + s.GetMaxExposedAllreduceNs()).Seconds(),
+		StepSeconds:             wall.Seconds(),
 		PeakMemoryBytes:         s.GetMaxPeakMemoryBytes(),
 		ElapsedSeconds:          elapsed.Seconds(),
 		Time:                    time.Now().UTC().Format(time.RFC3339Nano),

@@ -45,6 +45,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			trainCommand(),
+			compareCommand(),
 			coordinatorCommand(),
 			nodeCommand(),
 			benchCommand(),
