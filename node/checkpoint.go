@@ -162,7 +162,7 @@ func ResolveCheckpoint(path string) (string, error) {
 	if _, err := os.Stat(path); err != nil {
 		return "", fmt.Errorf("resume: %w", err)
 	}
-	return "", fmt.Errorf("resume: %s holds no checkpoint: pass a checkpoint folder (with %s) or a run's output folder", path, trainerStateFile)
+	return "", fmt.Errorf("resume: %s contains no checkpoint: pass a checkpoint folder (with %s) or a run's output folder", path, trainerStateFile)
 }
 
 // CheckFreshOutput fails when output holds checkpoints, which a new run would
@@ -174,7 +174,7 @@ func CheckFreshOutput(output string) error {
 		return err
 	}
 	if len(steps) > 0 {
-		return fmt.Errorf("output %s already holds checkpoints of an earlier run (the newest after step %d): continue that run with --resume %s, or set another output",
+		return fmt.Errorf("output %s already contains checkpoints of an earlier run (the newest after step %d): continue that run with --resume %s, or set another output",
 			output, steps[len(steps)-1], output)
 	}
 	return nil

@@ -1,8 +1,8 @@
 // Package node runs one rank of a data-parallel training job.
 //
 // A node loads the tokenizer, the dataset and the model described by the job
-// config, joins the coordinator, forms the gradient ring with the other ranks and
-// runs the step loop: micro-batches with gradient accumulation, the bucketed
+// config. It joins the coordinator, forms the gradient ring with the other ranks
+// and runs the step loop: micro-batches with gradient accumulation, the bucketed
 // all-reduce of train.Stepper, AdamW and the learning-rate schedule. Rank 0 also
 // appends every step to metrics.jsonl, writes checkpoints when the coordinator
 // decides so, and writes the final model or adapter.

@@ -23,8 +23,9 @@ import (
 	"github.com/ringtune/ringtune/tokenizer"
 )
 
-// Inputs are what a node reads before it joins: the tokenizer, the tokenized
-// dataset, the model shape and the fingerprint that the coordinator compares.
+// Inputs is the part of a job that a node reads before it joins: the
+// tokenizer, the tokenized dataset, the model shape and the fingerprint that
+// the coordinator compares.
 type Inputs struct {
 	Job         *jobconfig.Config
 	Tokenizer   *tokenizer.Tokenizer

@@ -251,8 +251,8 @@ func (n *runner) join(ctx context.Context) error {
 	return nil
 }
 
-// leave tells the coordinator that the node exits, with its error, and stops
-// membership.
+// leave sends the coordinator the node's exit and its error, and leaves the
+// membership cluster.
 func (n *runner) leave(runErr error) {
 	if n.client == nil || n.joined == nil {
 		return

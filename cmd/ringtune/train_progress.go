@@ -154,7 +154,7 @@ func (p *trainProgress) finish() {
 	}
 }
 
-// trainSummary is what train prints at the end of a job.
+// trainSummary is the summary that train prints at the end of a job.
 type trainSummary struct {
 	node.Summary
 	// The last eval perplexity, the median tokens/s over the steps and the mean

@@ -440,7 +440,7 @@ func TestTrainRejectsOutputOfEarlierRun(t *testing.T) {
 	// A new run into the same output would mix its checkpoints with the old ones.
 	_, stderr, err := runCLI(t, "train", "--config", job)
 	require.Error(t, err)
-	assert.Contains(t, stderr, "already holds checkpoints of an earlier run")
+	assert.Contains(t, stderr, "already contains checkpoints of an earlier run")
 	assert.Contains(t, stderr, "--resume "+out)
 }
 
