@@ -40,13 +40,21 @@ func (w *Work) Stats() OpStats { return w.stats }
 // AllReduce combines buf with the buffers of every other rank, in place. Every rank
 // ends with identical values. It fails the ring when ctx is done before it finishes.
 func (c *Communicator) AllReduce(ctx context.Context, buf []float32, op ReduceOp) error {
-	_, err := c.allReduce(ctx, buf, op)
+	_, err := c.allReduce(ctx, buf, op, c.cfg.DType)
+	return err
+}
+
+// AllReduceFloat32 is AllReduce with float32 on the wire whatever the ring's DType,
+// for values that bf16 would round, such as token counts and loss sums. Every rank
+// must call it for the same operation.
+func (c *Communicator) AllReduceFloat32(ctx context.Context, buf []float32, op ReduceOp) error {
+	_, err := c.allReduce(ctx, buf, op, Float32)
 	return err
 }
 
 // AllReduceStats is AllReduce returning the operation's counters.
 func (c *Communicator) AllReduceStats(ctx context.Context, buf []float32, op ReduceOp) (OpStats, error) {
-	return c.allReduce(ctx, buf, op)
+	return c.allReduce(ctx, buf, op, c.cfg.DType)
 }
 
 // AllReduceAsync starts an AllReduce and returns at once. buf must not be touched
@@ -61,21 +69,22 @@ func (c *Communicator) AllReduceAsync(ctx context.Context, buf []float32, op Red
 		return w
 	}
 	go func() {
-		w.stats, w.err = c.runAllReduce(ctx, o, buf, op)
+		w.stats, w.err = c.runAllReduce(ctx, o, buf, op, c.cfg.DType)
 		close(w.done)
 	}()
 	return w
 }
 
-func (c *Communicator) allReduce(ctx context.Context, buf []float32, op ReduceOp) (OpStats, error) {
+func (c *Communicator) allReduce(ctx context.Context, buf []float32, op ReduceOp, dtype WireDType) (OpStats, error) {
 	o, err := c.begin()
 	if err != nil {
 		return OpStats{}, err
 	}
-	return c.runAllReduce(ctx, o, buf, op)
+	return c.runAllReduce(ctx, o, buf, op, dtype)
 }
 
-func (c *Communicator) runAllReduce(ctx context.Context, o *opState, buf []float32, op ReduceOp) (OpStats, error) {
+// runAllReduce runs an all-reduce with dtype on the wire.
+func (c *Communicator) runAllReduce(ctx context.Context, o *opState, buf []float32, op ReduceOp, dtype WireDType) (OpStats, error) {
 	start := time.Now()
 	defer c.end(o)
 	var err error
@@ -85,9 +94,9 @@ func (c *Communicator) runAllReduce(ctx context.Context, o *opState, buf []float
 	case len(buf) == 0 || len(buf)*4 <= c.cfg.SmallBytes:
 		// An empty buffer still takes its N-1 empty frames, so that a rank whose
 		// buffer is not empty finds out at once that the lengths disagree.
-		err = c.allReduceSmall(ctx, o, buf)
+		err = c.allReduceSmall(ctx, o, buf, dtype)
 	default:
-		err = c.allReduceRing(ctx, o, buf)
+		err = c.allReduceRing(ctx, o, buf, dtype)
 	}
 	if err != nil {
 		return OpStats{}, c.opError("all-reduce", o, len(buf), err)
@@ -114,10 +123,9 @@ const lookahead = 4
 // allReduceRing runs N-1 reduce-scatter steps, then N-1 all-gather steps. Each step
 // sends one segment to the right and receives one from the left, chunk by chunk, and
 // a chunk received in one step is sent on in the next as soon as it is reduced.
-func (c *Communicator) allReduceRing(ctx context.Context, o *opState, buf []float32) error {
+func (c *Communicator) allReduceRing(ctx context.Context, o *opState, buf []float32, dtype WireDType) error {
 	n, r := c.size, c.rank
 	g := chunkGeometry{count: len(buf), size: n, chunkElems: c.cfg.ChunkBytes / 4}
-	dtype := c.cfg.DType
 	mod := func(x int) int { return ((x % n) + n) % n }
 
 	// Reduce-scatter, step k receives segment r-k-1 and adds it to ours. Each chunk is
@@ -214,9 +222,8 @@ func (c *Communicator) allReduceRing(ctx context.Context, o *opState, buf []floa
 
 // allReduceSmall passes every rank's whole buffer around the ring (N-1 steps), then
 // adds the N contributions in rank order, so every rank computes the same bits.
-func (c *Communicator) allReduceSmall(ctx context.Context, o *opState, buf []float32) error {
+func (c *Communicator) allReduceSmall(ctx context.Context, o *opState, buf []float32, dtype WireDType) error {
 	n, r, count := c.size, c.rank, len(buf)
-	dtype := c.cfg.DType
 	contrib := make([]float32, n*count) // (N, count); at most N · SmallBytes
 	own := contrib[r*count : (r+1)*count]
 	copy(own, buf)

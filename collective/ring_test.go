@@ -395,3 +395,25 @@ func TestBroadcastRootDisagreementIsRejected(t *testing.T) {
 		assert.Positive(t, rootErrors, "N %d: no rank named the root disagreement: %v", n, errs)
 	}
 }
+
+func TestAllReduceFloat32ExactOnBF16Ring(t *testing.T) {
+	// 1105 and 4752.25 are not bf16 values; AllReduceFloat32 must not round them,
+	// on the small path and on the ring path.
+	const n = 3
+	for _, small := range []int{64 << 10, -1} {
+		comms := memRing(t, n, func(c *Config) { c.DType = BFloat16; c.SmallBytes = small })
+		bufs := make([][]float32, n)
+		for r := range bufs {
+			bufs[r] = []float32{1105, 4752.25, float32(r)}
+		}
+		errs := onEveryRank(comms, func(c *Communicator) error {
+			return c.AllReduceFloat32(context.Background(), bufs[c.Rank()], Sum)
+		})
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		for r := range n {
+			assert.Equal(t, []float32{3 * 1105, 3 * 4752.25, 0 + 1 + 2}, bufs[r], "rank %d, SmallBytes %d", r, small)
+		}
+	}
+}

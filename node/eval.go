@@ -52,7 +52,7 @@ func (l *stepLoop) evaluate(ctx context.Context, step int, line *MetricsLine) er
 	// The count travels as a high and a low part of 12 bits each, because
 	// float32 holds integers exactly only up to 2^24.
 	buf := []float32{float32(lossSum), float32(targets >> 12), float32(targets & (1<<12 - 1))}
-	if err := l.comm.AllReduce(ctx, buf, collective.Sum); err != nil {
+	if err := l.comm.AllReduceFloat32(ctx, buf, collective.Sum); err != nil {
 		return fmt.Errorf("eval at step %d: all-reduce of the eval loss failed: %w", step, err)
 	}
 	total := int(buf[1])<<12 + int(buf[2])

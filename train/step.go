@@ -259,7 +259,7 @@ func (s *Stepper) Step(ctx context.Context, microBatches []*data.Batch) (Stats, 
 func (s *Stepper) globalTargetTokens(ctx context.Context, count int) (int, error) {
 	s.countBuf[0] = float32(count >> 12)
 	s.countBuf[1] = float32(count & (1<<12 - 1))
-	if err := s.comm.AllReduce(ctx, s.countBuf[:], collective.Sum); err != nil {
+	if err := s.comm.AllReduceFloat32(ctx, s.countBuf[:], collective.Sum); err != nil {
 		return 0, fmt.Errorf("all-reduce of the target-token count failed: %w", err)
 	}
 	return int(s.countBuf[0])<<12 + int(s.countBuf[1]), nil
@@ -269,7 +269,7 @@ func (s *Stepper) globalTargetTokens(ctx context.Context, count int) (int, error
 // target count. The sum travels in float32, which is plenty for reporting.
 func (s *Stepper) globalLoss(ctx context.Context, lossSum float64, globalCount int) (float64, error) {
 	s.lossBuf[0] = float32(lossSum)
-	if err := s.comm.AllReduce(ctx, s.lossBuf[:], collective.Sum); err != nil {
+	if err := s.comm.AllReduceFloat32(ctx, s.lossBuf[:], collective.Sum); err != nil {
 		return 0, fmt.Errorf("all-reduce of the loss failed: %w", err)
 	}
 	return float64(s.lossBuf[0]) / float64(globalCount), nil
