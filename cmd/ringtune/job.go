@@ -40,24 +40,59 @@ func tokenFlags() []cli.Flag {
 	}
 }
 
-// loadJob reads the config named by --config and applies the flags and, for
-// the world size, WORLD_SIZE (as torchrun sets it) when --cluster-nodes is not given.
+// loadJob reads the config named by --config and applies the flags and, when
+// --cluster-nodes is not given, the world size from the environment (see
+// worldSizeFromEnv).
 func loadJob(c *cli.Context) (*jobconfig.Config, error) {
 	job, err := jobconfig.LoadWithFlags(c, c.String("config"))
 	if err != nil {
 		return nil, err
 	}
-	if ws := os.Getenv("WORLD_SIZE"); ws != "" && !c.IsSet("cluster-nodes") {
-		n, err := strconv.Atoi(ws)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("invalid WORLD_SIZE %q: must be a positive integer", ws)
-		}
+	if c.IsSet("cluster-nodes") {
+		return job, nil
+	}
+	n, ok, err := worldSizeFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if ok {
 		job.Cluster.Nodes = n
 		if err := job.Validate(); err != nil {
 			return nil, err
 		}
 	}
 	return job, nil
+}
+
+// worldSizeFromEnv returns the world size from WORLD_SIZE, as torchrun sets it,
+// or else from PET_NNODES, as the Kubeflow training operator sets it for a
+// PyTorchJob. ok is false when neither is set. PET_NNODES may be an elastic
+// range MIN:MAX, which is accepted only when MIN equals MAX, because a ringtune
+// job has a fixed number of nodes.
+func worldSizeFromEnv() (n int, ok bool, err error) {
+	if ws := os.Getenv("WORLD_SIZE"); ws != "" {
+		n, err := strconv.Atoi(ws)
+		if err != nil || n < 1 {
+			return 0, false, fmt.Errorf("invalid WORLD_SIZE %q: must be a positive integer", ws)
+		}
+		return n, true, nil
+	}
+	nnodes := os.Getenv("PET_NNODES")
+	if nnodes == "" {
+		return 0, false, nil
+	}
+	text := nnodes
+	if lo, hi, isRange := strings.Cut(nnodes, ":"); isRange {
+		if lo != hi {
+			return 0, false, fmt.Errorf("invalid PET_NNODES %q: ringtune needs a fixed number of nodes, so use N or N:N", nnodes)
+		}
+		text = lo
+	}
+	n, err = strconv.Atoi(text)
+	if err != nil || n < 1 {
+		return 0, false, fmt.Errorf("invalid PET_NNODES %q: must be a positive integer", nnodes)
+	}
+	return n, true, nil
 }
 
 // shortUsageError reports a flag error in one line instead of the command's
@@ -86,25 +121,40 @@ func readToken(c *cli.Context) (string, error) {
 }
 
 // coordinatorAddress returns the coordinator's host:port from, in order, the
-// flag, $RINGTUNE_COORDINATOR, MASTER_ADDR and MASTER_PORT, and the config.
-func coordinatorAddress(c *cli.Context, job *jobconfig.Config) string {
+// flag, $RINGTUNE_COORDINATOR, the master address and port (MASTER_ADDR and
+// MASTER_PORT as torchrun sets them, each falling back to PET_MASTER_ADDR and
+// PET_MASTER_PORT as the Kubeflow training operator sets them), and the config.
+func coordinatorAddress(c *cli.Context, job *jobconfig.Config) (string, error) {
 	if addr := c.String("coordinator"); addr != "" {
-		return addr
+		return addr, nil
 	}
 	if addr := os.Getenv("RINGTUNE_COORDINATOR"); addr != "" {
-		return addr
+		return addr, nil
 	}
-	if host := os.Getenv("MASTER_ADDR"); host != "" {
-		port := os.Getenv("MASTER_PORT")
+	if host, _ := firstEnv("MASTER_ADDR", "PET_MASTER_ADDR"); host != "" {
+		port, name := firstEnv("MASTER_PORT", "PET_MASTER_PORT")
 		if port == "" {
 			port = defaultCoordinatorPort
+		} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return "", fmt.Errorf("invalid %s %q: must be a TCP port from 1 to 65535", name, port)
 		}
-		return net.JoinHostPort(host, port)
+		return net.JoinHostPort(host, port), nil
 	}
 	if job.Cluster.Coordinator != "" {
-		return job.Cluster.Coordinator
+		return job.Cluster.Coordinator, nil
 	}
-	return net.JoinHostPort("127.0.0.1", defaultCoordinatorPort)
+	return net.JoinHostPort("127.0.0.1", defaultCoordinatorPort), nil
+}
+
+// firstEnv returns the value and name of the first of names that is set to a
+// non-empty value, or two empty strings.
+func firstEnv(names ...string) (value, name string) {
+	for _, name := range names {
+		if value := os.Getenv(name); value != "" {
+			return value, name
+		}
+	}
+	return "", ""
 }
 
 // planJob reads the job's inputs and returns them with the coordinator config

@@ -11,8 +11,8 @@ import (
 
 func nodeCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "coordinator", Usage: "`HOST:PORT` of the coordinator (default: $RINGTUNE_COORDINATOR, $MASTER_ADDR:$MASTER_PORT, cluster.coordinator)"},
-		&cli.IntFlag{Name: "rank", Value: -1, EnvVars: []string{"RANK"}, Usage: "rank to request, or -1 for any free rank"},
+		&cli.StringFlag{Name: "coordinator", Usage: "`HOST:PORT` of the coordinator (default: $RINGTUNE_COORDINATOR, $MASTER_ADDR:$MASTER_PORT, cluster.coordinator); PET_MASTER_ADDR and PET_MASTER_PORT stand in for an unset MASTER_ADDR or MASTER_PORT"},
+		&cli.IntFlag{Name: "rank", Value: -1, EnvVars: []string{"RANK", "PET_NODE_RANK"}, Usage: "rank to request, or -1 for any free rank; RANK wins over PET_NODE_RANK when both are set"},
 		&cli.StringFlag{Name: "node-id", Usage: "name of this node, unique in the job (default: hostname-pid)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` of this node's collective service; use :PORT across hosts"},
 		&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that the left neighbour dials (default: the listener's address)"},
@@ -32,7 +32,10 @@ func nodeCommand() *cli.Command {
 		Description: `A node reads the job config, the model, the tokenizer and the data, joins the
 coordinator and trains its shard of every global batch. Rank 0 writes metrics.jsonl,
 checkpoints and the final model or adapter into the config's output folder.
-The node exits with status 0 when the job is done, and non-zero when it fails.`,
+The node exits with status 0 when the job is done, and non-zero when it fails.
+
+Without --cluster-nodes, WORLD_SIZE (as torchrun sets it) or else PET_NNODES (as
+the Kubeflow training operator sets it, N or N:N) sets cluster.nodes.`,
 		Flags:        append(flags, jobFlags()...),
 		Action:       runNode,
 		OnUsageError: shortUsageError,
@@ -50,13 +53,17 @@ func runNode(c *cli.Context) error {
 	}
 	rank := c.Int("rank")
 	if rank < -1 {
-		return fmt.Errorf("invalid --rank or RANK %d: use a rank from 0 to cluster.nodes-1, or -1 for any free rank", rank)
+		return fmt.Errorf("invalid --rank, RANK or PET_NODE_RANK %d: use a rank from 0 to cluster.nodes-1, or -1 for any free rank", rank)
+	}
+	coordinator, err := coordinatorAddress(c, job)
+	if err != nil {
+		return err
 	}
 	slog.Info("resolved job config", "job", job.JobID, "config", job.YAML())
 
 	res, err := node.Run(c.Context, node.Config{
 		Job:           job,
-		Coordinator:   coordinatorAddress(c, job),
+		Coordinator:   coordinator,
 		Token:         token,
 		NodeID:        c.String("node-id"),
 		ListenAddr:    c.String("listen"),

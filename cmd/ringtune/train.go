@@ -258,7 +258,8 @@ func nodeEnv() []string {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RINGTUNE_COORDINATOR", tokenEnv, "GOMAXPROCS":
+		case "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RINGTUNE_COORDINATOR", tokenEnv, "GOMAXPROCS",
+			"PET_NODE_RANK", "PET_NNODES", "PET_MASTER_ADDR", "PET_MASTER_PORT":
 			continue
 		}
 		env = append(env, kv)
