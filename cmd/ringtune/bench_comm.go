@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -219,15 +220,21 @@ func readCommSettings(c *cli.Context) (commSettings, error) {
 	if s.warmup < 0 {
 		return s, fmt.Errorf("--warmup is %d, must be 0 or positive", s.warmup)
 	}
+	// A bucket holds at least one 4-byte gradient and at most 4 GiB, which keeps
+	// the byte count far from integer overflow.
 	mb := c.Float64("bucket-mb")
-	if !(mb > 0) {
-		return s, fmt.Errorf("--bucket-mb is %v, must be positive", mb)
+	if !(mb >= 4.0/(1<<20) && mb <= 4096) {
+		return s, fmt.Errorf("--bucket-mb is %v, must be in [4 bytes, 4096] MiB", mb)
 	}
 	s.bucketBytes = int(mb * (1 << 20))
 
+	// tc's tbf takes rates from about 1 kbit/s to well above what a host sends.
 	s.link = linkShape{gbps: c.Float64("link-gbps"), latency: c.Duration("link-latency")}
-	if s.link.gbps < 0 || s.link.latency < 0 {
-		return s, fmt.Errorf("--link-gbps %v and --link-latency %v must not be negative", s.link.gbps, s.link.latency)
+	if gbps := s.link.gbps; !(gbps == 0 || (gbps >= 1e-3 && gbps <= 1000)) {
+		return s, fmt.Errorf("--link-gbps is %v: use a rate from 0.001 to 1000 Gbit/s, or 0 for loopback", gbps)
+	}
+	if s.link.latency < 0 || s.link.latency > time.Minute {
+		return s, fmt.Errorf("--link-latency is %v, must be from 0 to 1m", s.link.latency)
 	}
 	if s.link.latency > 0 && s.link.gbps == 0 {
 		return s, errors.New("--link-latency needs --link-gbps: loopback has no link to delay")
@@ -235,13 +242,23 @@ func readCommSettings(c *cli.Context) (commSettings, error) {
 	if s.projectGbps, err = parseFloatList(c.String("project-gbps"), "project-gbps"); err != nil {
 		return s, err
 	}
+	for _, gbps := range s.projectGbps {
+		if !(gbps >= 1e-3 && gbps <= 1e5) {
+			return s, fmt.Errorf("--project-gbps has %v: use rates from 0.001 to 100000 Gbit/s", gbps)
+		}
+	}
 
 	s.computeS = c.Float64("compute-s")
-	if s.computeS < 0 {
-		return s, fmt.Errorf("--compute-s is %v, must not be negative", s.computeS)
+	if !(s.computeS >= 0 && s.computeS <= 1e6) {
+		return s, fmt.Errorf("--compute-s is %v, must be a number of seconds from 0 to 1e6", s.computeS)
 	}
 	if s.chart != "" && !strings.HasSuffix(strings.ToLower(s.chart), ".png") {
 		return s, fmt.Errorf("--chart %q must name a .png file", s.chart)
+	}
+	if s.chart != "" {
+		if info, err := os.Stat(filepath.Dir(s.chart)); err != nil || !info.IsDir() {
+			return s, fmt.Errorf("--chart %q: the folder %s does not exist", s.chart, filepath.Dir(s.chart))
+		}
 	}
 	s.smallBytes = max(s.ring.small, 0)
 	s.configs, err = commConfigs(cfg, c.String("mode"), c.String("lora-rank"), c.String("lora-targets"), s.bucketBytes)

@@ -166,6 +166,12 @@ func TestBenchCommBadFlags(t *testing.T) {
 		{[]string{"--link-latency", "1ms"}, "--link-latency needs --link-gbps"},
 		{[]string{"--chart", "out.svg"}, "must name a .png file"},
 		{[]string{"--model", "/nonexistent"}, "--model"},
+		{[]string{"--bucket-mb", "1e13"}, "--bucket-mb is 1e+13"},
+		{[]string{"--link-gbps", "Inf"}, "--link-gbps is +Inf"},
+		{[]string{"--link-gbps", "NaN"}, "--link-gbps is NaN"},
+		{[]string{"--project-gbps", "inf"}, "--project-gbps has +Inf"},
+		{[]string{"--compute-s", "NaN"}, "--compute-s is NaN"},
+		{[]string{"--chart", "/nonexistent/x.png"}, "does not exist"},
 	}
 	for _, tc := range cases {
 		_, stderr, err := runCLI(t, append([]string{"bench", "comm", "--model", "tiny"}, tc.args...)...)

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ringtune/ringtune/jobconfig"
+	"github.com/ringtune/ringtune/node"
 )
 
 // compareStopGrace is how long compare waits for a train process to stop its
@@ -76,6 +77,11 @@ func runCompare(c *cli.Context) error {
 	}
 	job, err := loadCompareJob(c)
 	if err != nil {
+		return err
+	}
+	// Check the base, the tokenizer and the data once here, rather than
+	// through two failed runs.
+	if _, err := node.LoadInputs(c.Context, job, version, slog.Default()); err != nil {
 		return err
 	}
 	if c.IsSet("nodes") {

@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -247,8 +246,7 @@ func addMetricStats(s *trainSummary) error {
 		return err
 	}
 	if len(rates) > 0 {
-		slices.Sort(rates)
-		s.MedianTokensPerSec = rates[len(rates)/2]
+		s.MedianTokensPerSec = median(rates)
 		s.BytesPerNodeStep = bytes / float64(len(rates))
 	}
 	return nil
