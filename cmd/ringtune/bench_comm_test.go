@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"image/png"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,7 +208,7 @@ func namespacesWithPrefix(t *testing.T, prefix string) []string {
 
 // startCommLauncher starts bench comm on shaped links and returns the
 // process and the prefix of its namespaces.
-func startCommLauncher(t *testing.T, dir string, steps int, stdout, stderr *bytes.Buffer) (*exec.Cmd, string) {
+func startCommLauncher(t *testing.T, dir string, steps int, stdout, stderr io.Writer) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(ringtuneBin, "bench", "comm", "--model", dir, "--mode", "full,lora",
 		"--nodes", "2", "--steps", strconv.Itoa(steps), "--bucket-mb", commTestBucketMB,
@@ -247,7 +248,8 @@ func TestBenchCommNetnsCleansUpAfterFailure(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
+			// The process writes stderr while the test reads it.
+			var stdout, stderr syncWriter
 			// Enough steps that the ring is still running when the test strikes.
 			cmd, prefix := startCommLauncher(t, dir, 100000, &stdout, &stderr)
 			exited := make(chan error, 1)
