@@ -27,6 +27,10 @@ fi
 mkdir -p "$OUT"
 started=$(date +%s)
 
+# The demo trains from scratch: a run refuses an output folder that holds an earlier
+# run's checkpoints, so the results of a previous demo go first.
+rm -rf "$OUT/pretrain" "$OUT/sft"
+
 echo "== fetching the tokenizer and the poems"
 tokenizer=$(scripts/fetch-tokenizer.sh)
 poems=$(scripts/fetch-demo-data.sh)
