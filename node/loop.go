@@ -164,12 +164,14 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 // stepLoop runs the optimizer steps of one node.
 type stepLoop struct {
 	*runner
-	sampler  *data.Sampler
-	total    int
-	metrics  *metricsLog // rank 0 only
-	start    time.Time
-	lastLoss float64
-	evalLoss float64
+	sampler *data.Sampler
+	total   int
+	// lastCheckpoint is the step of the newest checkpoint of this run.
+	lastCheckpoint int
+	metrics        *metricsLog // rank 0 only
+	start          time.Time
+	lastLoss       float64
+	evalLoss       float64
 }
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
@@ -185,30 +187,42 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			}
 		}
 	}
+	l.lastCheckpoint = startStep
 	for step := startStep + 1; step <= l.total; step++ {
+		// The state after the previous step, which a failed step leaves in the
+		// weights and the optimizer, but not in the sampler and the dropout step.
+		before := l.snapshot(step - 1)
 		stepStart := time.Now()
 		batches, err := l.nextMicroBatches()
 		if err != nil {
-			return nil, err
+			return nil, l.salvage(before, err)
 		}
 		stats, err := l.stepper.Step(ctx, batches)
 		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", step, err)
+			return nil, l.salvage(before, fmt.Errorf("step %d: %w", step, err))
 		}
 		if stats.Skipped {
 			l.log.Warn("skipped the update: the loss or the gradient norm is not finite",
 				"step", step, "loss", stats.Loss, "grad_norm", stats.GradNorm, "in_a_row", stats.ConsecutiveSkips)
 		}
 
+		// From here on the weights are those after this step on every rank,
+		// because its all-reduce completed.
 		decision, err := l.report(ctx, step, stats)
 		if err != nil {
-			return nil, err
+			if l.metrics != nil {
+				_ = l.metrics.write(stepLine(step, l.sampler.Epoch(), stats, &pb.StepDecision{}, world(l), time.Since(stepStart), time.Since(l.start)))
+			}
+			return nil, l.salvage(l.snapshotAfter(step, stats), err)
 		}
 
 		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(stepStart), time.Since(l.start))
 		if l.evalDue(step, decision) {
 			if err := l.evaluate(ctx, step, &line); err != nil {
-				return nil, err
+				if l.metrics != nil {
+					_ = l.metrics.write(line)
+				}
+				return nil, l.salvage(l.snapshotAfter(step, stats), err)
 			}
 		}
 		if decision.Checkpoint && l.rank == 0 {
@@ -217,6 +231,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 				return nil, fmt.Errorf("step %d: checkpoint: %w", step, err)
 			}
 			line.Checkpoint = path
+			l.lastCheckpoint = step
 		}
 		if l.metrics != nil {
 			if err := l.metrics.write(line); err != nil {
@@ -338,4 +353,45 @@ func (l *stepLoop) checkpoint(step, skips int) (string, error) {
 	}
 	l.log.Info("checkpoint written", "step", step, "path", path, "seconds", time.Since(begin).Seconds())
 	return path, nil
+}
+
+// snapshot returns the trainer state after step, taken before the next step
+// moves the sampler and the dropout step.
+func (l *stepLoop) snapshot(step int) TrainerState {
+	return TrainerState{
+		Step:             step,
+		Sampler:          l.sampler.State(),
+		DropoutStep:      l.model.DropoutStep(),
+		ConsecutiveSkips: l.stepper.ConsecutiveSkips(),
+		Mode:             l.job.Mode,
+		WorldSize:        world(l),
+		ConfigHash:       l.in.Fingerprint.ConfigHash,
+		JobID:            l.job.JobID,
+	}
+}
+
+// snapshotAfter returns the trainer state right after step completed.
+func (l *stepLoop) snapshotAfter(step int, stats train.Stats) TrainerState {
+	st := l.snapshot(step)
+	st.ConsecutiveSkips = stats.ConsecutiveSkips
+	return st
+}
+
+// salvage writes, on rank 0, a checkpoint of the last completed step when a
+// step loop ends with cause before the newest checkpoint caught up, so that a
+// stopped or failed run resumes from its last step rather than its last
+// periodic checkpoint. It returns cause, with a failed write added.
+func (l *stepLoop) salvage(st TrainerState, cause error) error {
+	if l.rank != 0 || st.Step <= l.lastCheckpoint || st.Step < 1 {
+		return cause
+	}
+	begin := time.Now()
+	path, err := saveCheckpoint(l.job.Output, l.model, l.opt, st, l.job.Model.Base, l.job.KeepCheckpoints())
+	if err != nil {
+		l.log.Error("writing a checkpoint of the last completed step failed", "step", st.Step, "err", err)
+		return fmt.Errorf("%w (and the checkpoint of step %d failed: %v)", cause, st.Step, err)
+	}
+	l.log.Warn("wrote a checkpoint of the last completed step before exiting", "step", st.Step, "path", path,
+		"seconds", time.Since(begin).Seconds(), "cause", cause)
+	return cause
 }

@@ -146,6 +146,9 @@ func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, 
 	}, nil
 }
 
+// ConsecutiveSkips returns the count of skipped updates in a row so far.
+func (s *Stepper) ConsecutiveSkips() int { return s.skipped }
+
 // SetConsecutiveSkips sets the count of skipped updates in a row that the
 // next skipped step adds to, for a run resumed from a checkpoint.
 func (s *Stepper) SetConsecutiveSkips(n int) { s.skipped = max(n, 0) }

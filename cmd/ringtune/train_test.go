@@ -418,6 +418,10 @@ func TestTrainInterruptKeepsCheckpoint(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, last)
 	require.Less(t, last[len(last)-1], steps, "the run finished before the interrupt")
+	// Rank 0 checkpointed the last completed step on its way out, not only the
+	// periodic checkpoints.
+	logged := readMetrics(t, out)
+	assert.Equal(t, logged[len(logged)-1].Step, last[len(last)-1], "the newest checkpoint is not the last logged step")
 	runTrainCLI(t, job, "--resume", out)
 	assertTensorsClose(t, readTensors(t, filepath.Join(whole, "model")), readTensors(t, filepath.Join(out, "model")), 0)
 	lines := readMetrics(t, out)
