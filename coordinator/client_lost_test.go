@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -31,4 +32,25 @@ func TestJoinFailsWhenCoordinatorLost(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("Join still waits after the coordinator stopped")
 	}
+}
+
+func TestLateNodeErrorFailsDoneJob(t *testing.T) {
+	ts := startServer(t, serverJobConfig(2, 1), nil)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	decisions := reportAll(t, nodes, 1)
+	require.True(t, decisions[0].Stop, "the last step must stop the job")
+
+	// Rank 0 fails after the last step, say while it writes the final model.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, nodes[0].client.Leave(ctx, "a", errors.New("no space left on device")))
+	nodes[0].finish(t)
+	nodes[1].finish(t)
+
+	err := ts.wait(t)
+	var jobErr *JobError
+	require.ErrorAs(t, err, &jobErr)
+	assert.Equal(t, 0, jobErr.Rank)
+	assert.Contains(t, jobErr.Reason, "no space left on device")
 }

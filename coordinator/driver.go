@@ -576,13 +576,11 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 // handleLeave applies a node's Leave call. nodeErr is the node's error, or "".
 func (s *Server) handleLeave(nodeID, nodeErr string) {
 	node := s.d.nodes[nodeID]
-	if s.d.finished && node != nil && nodeErr != "" {
+	if s.d.finished && s.d.result == nil && node != nil && nodeErr != "" {
 		// A node that fails after the last step, for example while rank 0
 		// writes the final model, fails a job that was done.
-		s.log.Error("node failed after the job ended", "node", nodeID, "rank", node.rank, "node_error", nodeErr)
-		if s.d.result == nil {
-			s.d.result = &JobError{Rank: node.rank, Reason: fmt.Sprintf("rank %d (node %q) failed after the last step: %s", node.rank, nodeID, nodeErr)}
-		}
+		s.log.Error("node failed after the last step", "node", nodeID, "rank", node.rank, "node_error", nodeErr)
+		s.d.result = &JobError{Rank: node.rank, Reason: fmt.Sprintf("rank %d (node %q) failed after the last step: %s", node.rank, nodeID, nodeErr)}
 		return
 	}
 	if s.d.finished || node == nil {

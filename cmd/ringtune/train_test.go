@@ -626,3 +626,58 @@ func findNodePIDs(t *testing.T, configPath string) []int {
 	}
 	return pids
 }
+
+func TestCoordinatorSIGTERMStopsNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: writeTrainData(t, dir, 80), output: out, nodes: 2, micro: 1, accum: 1, steps: 100000, checkpoint: 100000})
+	coordAddr := freeAddr(t)
+	env := append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn", "RINGTUNE_JOB_TOKEN=sigterm-test", "GOMAXPROCS=1")
+
+	var procs []*exec.Cmd
+	var done []chan error
+	start := func(args ...string) {
+		cmd := exec.Command(ringtuneBin, args...)
+		cmd.Env = env
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		ch := make(chan error, 1)
+		go func() { ch <- cmd.Wait() }()
+		procs, done = append(procs, cmd), append(done, ch)
+	}
+	start("coordinator", "--config", job, "--listen", coordAddr, "--gossip-addr", "", "--metrics-addr", "")
+	for rank := range 2 {
+		start("node", "--config", job, "--coordinator", coordAddr, "--rank", fmt.Sprint(rank))
+	}
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if lines, err := os.ReadFile(filepath.Join(out, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 3 {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the job did not reach step 3 within 60 s")
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, procs[0].Process.Signal(syscall.SIGTERM))
+
+	// Every process exits with an error, because the job did not finish.
+	for i, ch := range done {
+		select {
+		case err := <-ch:
+			assert.Error(t, err, "process %d exited with status 0", i)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("process %d still runs 20 s after the coordinator got SIGTERM", i)
+		}
+	}
+
+	// Rank 0 checkpointed the last step it completed, which resume continues from.
+	steps, err := listCheckpointSteps(out)
+	require.NoError(t, err)
+	require.NotEmpty(t, steps, "no checkpoint after SIGTERM")
+	lines := readMetrics(t, out)
+	assert.Equal(t, lines[len(lines)-1].Step, steps[len(steps)-1])
+}
