@@ -50,9 +50,17 @@ func printCommJSON(w io.Writer, rows []commRow) error {
 	return json.NewEncoder(w).Encode(map[string]any{"rows": rows})
 }
 
+// plural returns n and noun, with an s for any n but 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func printCommTable(w io.Writer, s commSettings, linkNote string, rows []commRow) {
-	fmt.Fprintf(w, "# ringtune bench comm: %s, buckets of at most %s fp32, %s; %d timed steps after %d warm-up steps\n",
-		s.modelName, formatSize(int64(s.bucketBytes)), linkNote, s.steps, s.warmup)
+	fmt.Fprintf(w, "# ringtune bench comm: %s, buckets of at most %s fp32, %s; %s after %s\n",
+		s.modelName, formatSize(int64(s.bucketBytes)), linkNote, plural(s.steps, "timed step"), plural(s.warmup, "warm-up step"))
 	fmt.Fprintf(w, "# sent: payload bytes per rank per step, mean over ranks (measured); theory: 2(N-1)/N * S per bucket,\n"+
 		"#   or (N-1) * S for buckets of at most %s fp32, which take the small all-reduce; S in wire bytes\n", formatSize(int64(s.smallBytes)))
 	fmt.Fprintf(w, "# time: median over steps of the slowest rank's all-reduce time per step; algbw = gradient bytes (fp32) / time;\n"+

@@ -51,7 +51,7 @@ with an error that names the failed run.
 
 Every job config flag below passes through to both runs, except --mode and
 --output, which compare sets itself.`,
-		Flags:  append(flags, jobFlags()...),
+		Flags:  append(flags, compareJobFlags()...),
 		Action: runCompare,
 	}
 }
@@ -285,4 +285,16 @@ func failedRunsError(runs []*compareRun, out string) error {
 		return errors.New(strings.Join(failed, "\n"))
 	}
 	return fmt.Errorf("%s\nthe report in %s covers the other run only", strings.Join(failed, "\n"), out)
+}
+
+// compareJobFlags returns the job flags with --mode and --output hidden from
+// help: compare sets them for each run and rejects them on its command line.
+func compareJobFlags() []cli.Flag {
+	flags := jobFlags()
+	for _, f := range flags {
+		if sf, ok := f.(*cli.StringFlag); ok && (sf.Name == "mode" || sf.Name == "output") {
+			sf.Hidden = true
+		}
+	}
+	return flags
 }

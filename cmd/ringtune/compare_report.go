@@ -552,7 +552,7 @@ func modeOf(m compareMetric, v *measuredValue) string {
 func (r *compareReport) markdown() string {
 	var b strings.Builder
 	b.WriteString("# Full fine-tuning and LoRA compared\n\n")
-	fmt.Fprintf(&b, "The job `%s` ran twice on this host with %d nodes, the same base model (`%s`), data, steps and seed: once with every weight trained and once with LoRA adapters. ", r.Config, r.Nodes, r.Base)
+	fmt.Fprintf(&b, "The job `%s` ran twice on this host with %s, the same base model (`%s`), data, steps and seed: once with every weight trained and once with LoRA adapters. ", r.Config, plural(r.Nodes, "node"), r.Base)
 	b.WriteString("Every number below comes from the runs' files; `report.json` keeps the raw values and the file of each.\n\n")
 	for _, run := range r.Runs {
 		status := "finished"
