@@ -48,13 +48,31 @@ the progress of the job and prints a summary. Rank 0 writes metrics.jsonl,
 checkpoints, the final model or adapter and summary.json into the output folder;
 each node's log goes to logs/node-RANK.log there. Ctrl-C stops every process and
 leaves the last checkpoint intact; --resume continues from it.`,
-		Flags:        append(flags, jobFlags()...),
+		Flags:        append(flags, trainJobFlags()...),
 		Action:       runTrain,
 		OnUsageError: shortUsageError,
 	}
 }
 
+// trainJobFlags returns the job flags with --config optional: a resumed run
+// reads the job.yaml that train wrote into its output folder.
+func trainJobFlags() []cli.Flag {
+	flags := jobFlags()
+	for _, f := range flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "config" {
+			sf.Required = false
+			sf.Usage += " (default with --resume: job.yaml in the run's output folder)"
+		}
+	}
+	return flags
+}
+
 func runTrain(c *cli.Context) error {
+	if !c.IsSet("config") {
+		if err := setResumedConfig(c); err != nil {
+			return err
+		}
+	}
 	job, err := loadJob(c)
 	if err != nil {
 		return err
@@ -178,6 +196,25 @@ func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h minLevelHandler) WithGroup(name string) slog.Handler {
 	return minLevelHandler{Handler: h.Handler.WithGroup(name), min: h.min}
+}
+
+// setResumedConfig sets --config to the job.yaml that train wrote into the
+// output folder that --resume names.
+func setResumedConfig(c *cli.Context) error {
+	resume := c.String("resume")
+	if resume == "" {
+		return errors.New(`--config is required: name the job's YAML file, or --resume a run's output folder, whose job.yaml is then used`)
+	}
+	dir, err := node.ResolveCheckpoint(resume)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(filepath.Dir(filepath.Dir(dir)), "job.yaml")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("--config is missing, and --resume %s has no job.yaml next to its checkpoints folder: pass the job's --config", resume)
+	}
+	slog.Info("using the resumed run's config", "config", path)
+	return c.Set("config", path)
 }
 
 // writeResolvedConfig writes the job config that every node process reads.

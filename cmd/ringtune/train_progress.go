@@ -193,7 +193,7 @@ func printTrainSummary(c *cli.Context, job *jobconfig.Config, startStep int, wal
 	if startStep > 0 {
 		steps = fmt.Sprintf("steps %d to %d", startStep+1, s.Steps)
 	}
-	fmt.Fprintf(w, "job %s: %s mode, %d nodes, %s in %s\n", s.JobID, s.Mode, s.WorldSize, steps, wall.Round(time.Second))
+	fmt.Fprintf(w, "job %s: %s mode, %s, %s in %s\n", s.JobID, s.Mode, plural(s.WorldSize, "node"), steps, wall.Round(time.Second))
 	fmt.Fprintf(w, "  trainable parameters  %d of %d (%.2f%%)\n", s.TrainableParams, s.TotalParams, 100*float64(s.TrainableParams)/float64(max(s.TotalParams, 1)))
 	fmt.Fprintf(w, "  final train loss      %s\n", formatOptional(s.Loss, "%.4f"))
 	fmt.Fprintf(w, "  eval loss             %s (perplexity %s)", formatOptional(s.EvalLoss, "%.4f"), formatOptional(s.EvalPerplexity, "%.2f"))
