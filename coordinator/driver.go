@@ -584,7 +584,11 @@ func (s *Server) handleLeave(nodeID, nodeErr string) {
 		return
 	}
 	if s.d.finished || node == nil {
-		s.log.Info("node left", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
+		if nodeErr != "" {
+			s.log.Warn("node left with an error after the job ended", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
+		} else {
+			s.log.Info("node left", "node", nodeID, "generation", s.d.coord.Generation())
+		}
 		return
 	}
 	s.log.Info("node left", "node", nodeID, "rank", node.rank, "node_error", nodeErr,

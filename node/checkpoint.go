@@ -54,7 +54,9 @@ func checkpointName(step int) string { return fmt.Sprintf("%s%08d", checkpointPr
 // saveCheckpoint writes the model's trainable state, the optimizer state and st
 // into checkpoints/step-NNNNNNNN under output. It writes into a temporary folder
 // and renames it, so a crash leaves either the whole checkpoint or none. It then
-// deletes all but the keep newest checkpoints (keep 0 keeps all).
+// deletes all but the keep newest checkpoints (keep 0 keeps all). It returns the
+// checkpoint's path once the checkpoint is in place, with an error when only
+// the deletion failed, and an empty path when the checkpoint failed.
 func saveCheckpoint(output string, m *model.Model, opt *model.AdamW, st TrainerState, baseModel string, keep int) (string, error) {
 	parent := filepath.Join(output, checkpointsDir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -176,6 +178,21 @@ func CheckFreshOutput(output string) error {
 	if len(steps) > 0 {
 		return fmt.Errorf("output %s already contains checkpoints of an earlier run (the newest after step %d): continue that run with --resume %s, or set another output",
 			output, steps[len(steps)-1], output)
+	}
+	return nil
+}
+
+// CheckResumeOutput fails when output holds checkpoints after startStep, the
+// step a resumed run continues from: the run would mix its new checkpoints with
+// those, and pruning by step would keep the stale ones.
+func CheckResumeOutput(output string, startStep int) error {
+	steps, err := listCheckpoints(filepath.Join(output, checkpointsDir))
+	if err != nil {
+		return err
+	}
+	if len(steps) > 0 && steps[len(steps)-1] > startStep {
+		return fmt.Errorf("output %s contains checkpoints after step %d (the newest after step %d): resume from the newest with --resume %s, or set another output",
+			output, startStep, steps[len(steps)-1], output)
 	}
 	return nil
 }

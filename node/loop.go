@@ -145,10 +145,12 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		defer lock.Close()
-		if startStep == 0 {
-			if err := CheckFreshOutput(n.job.Output); err != nil {
-				return nil, err
-			}
+		check := CheckFreshOutput
+		if startStep > 0 {
+			check = func(output string) error { return CheckResumeOutput(output, startStep) }
+		}
+		if err := check(n.job.Output); err != nil {
+			return nil, err
 		}
 		removeStaleTemps(n.job.Output)
 		removeStaleTemps(filepath.Join(n.job.Output, checkpointsDir))
@@ -210,8 +212,12 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		// because its all-reduce completed.
 		decision, err := l.report(ctx, step, stats)
 		if err != nil {
-			if l.metrics != nil {
-				_ = l.metrics.write(stepLine(step, l.sampler.Epoch(), stats, &pb.StepDecision{}, world(l), time.Since(stepStart), time.Since(l.start)))
+			// The coordinator's summary is missing, so the global figures other
+			// than the target count stay zero in this line.
+			partial := stepLine(step, l.sampler.Epoch(), stats, &pb.StepDecision{}, world(l), time.Since(stepStart), time.Since(l.start))
+			partial.TargetTokens = int64(stats.GlobalTargetTokens)
+			if l.metrics != nil && l.metrics.write(partial) != nil {
+				return nil, err
 			}
 			return nil, l.salvage(l.snapshotAfter(step, stats), err)
 		}
@@ -219,24 +225,28 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(stepStart), time.Since(l.start))
 		if l.evalDue(step, decision) {
 			if err := l.evaluate(ctx, step, &line); err != nil {
-				if l.metrics != nil {
-					_ = l.metrics.write(line)
+				if l.metrics != nil && l.metrics.write(line) != nil {
+					return nil, err
 				}
 				return nil, l.salvage(l.snapshotAfter(step, stats), err)
 			}
 		}
-		if decision.Checkpoint && l.rank == 0 {
-			path, err := l.checkpoint(step, stats.ConsecutiveSkips)
-			if err != nil {
-				return nil, fmt.Errorf("step %d: checkpoint: %w", step, err)
-			}
-			line.Checkpoint = path
-			l.lastCheckpoint = step
+		// The line goes first, so that a checkpoint never exists without the
+		// line of its step; a line without a checkpoint is dropped on resume.
+		checkpointDue := decision.Checkpoint && l.rank == 0
+		if checkpointDue {
+			line.Checkpoint = filepath.Join(l.job.Output, checkpointsDir, checkpointName(step))
 		}
 		if l.metrics != nil {
 			if err := l.metrics.write(line); err != nil {
 				return nil, err
 			}
+		}
+		if checkpointDue {
+			if err := l.checkpoint(step, stats.ConsecutiveSkips); err != nil {
+				return nil, fmt.Errorf("step %d: checkpoint: %w", step, err)
+			}
+			l.lastCheckpoint = step
 		}
 		l.side.observeStep(step, stats, line)
 		l.log.Info("step", "step", step, "loss", stats.Loss, "lr", stats.LR, "grad_norm", stats.GradNorm,
@@ -335,7 +345,7 @@ func (l *stepLoop) evalDue(step int, decision *pb.StepDecision) bool {
 	return step == l.total || decision.Stop || (every > 0 && step%every == 0)
 }
 
-func (l *stepLoop) checkpoint(step, skips int) (string, error) {
+func (l *stepLoop) checkpoint(step, skips int) error {
 	st := TrainerState{
 		Step:             step,
 		Sampler:          l.sampler.State(),
@@ -348,11 +358,14 @@ func (l *stepLoop) checkpoint(step, skips int) (string, error) {
 	}
 	begin := time.Now()
 	path, err := saveCheckpoint(l.job.Output, l.model, l.opt, st, l.job.Model.Base, l.job.KeepCheckpoints())
+	if path == "" {
+		return err
+	}
 	if err != nil {
-		return "", err
+		l.log.Warn("the checkpoint is written, but removing older checkpoints failed", "step", step, "path", path, "err", err)
 	}
 	l.log.Info("checkpoint written", "step", step, "path", path, "seconds", time.Since(begin).Seconds())
-	return path, nil
+	return nil
 }
 
 // snapshot returns the trainer state after step, taken before the next step
@@ -382,12 +395,16 @@ func (l *stepLoop) snapshotAfter(step int, stats train.Stats) TrainerState {
 // stopped or failed run resumes from its last step rather than its last
 // periodic checkpoint. It returns cause, with a failed write added.
 func (l *stepLoop) salvage(st TrainerState, cause error) error {
-	if l.rank != 0 || st.Step <= l.lastCheckpoint || st.Step < 1 {
+	// A checkpoint of the last step could not be resumed, because the job has
+	// no step after it; a resume then starts from the previous checkpoint.
+	if l.rank != 0 || st.Step <= l.lastCheckpoint || st.Step < 1 || st.Step >= l.total {
 		return cause
 	}
 	begin := time.Now()
 	path, err := saveCheckpoint(l.job.Output, l.model, l.opt, st, l.job.Model.Base, l.job.KeepCheckpoints())
-	if err != nil {
+	if path != "" && err != nil {
+		l.log.Warn("removing older checkpoints failed", "path", path, "err", err)
+	} else if err != nil {
 		l.log.Error("writing a checkpoint of the last completed step failed", "step", st.Step, "err", err)
 		return fmt.Errorf("%w (and the checkpoint of step %d failed: %v)", cause, st.Step, err)
 	}

@@ -196,6 +196,9 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 		if st.Mode != "" && st.Mode != job.Mode {
 			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is of a %s run, and the job's mode is %s", dir, st.Mode, job.Mode)
 		}
+		if err := node.CheckResumeOutput(job.Output, st.Step); err != nil {
+			return nil, coordinator.Config{}, err
+		}
 		slog.Info("resuming from a checkpoint", "checkpoint", dir, "after_step", st.Step, "epoch", st.Sampler.Epoch)
 		if st.Step >= total {
 			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is at step %d, and the job has %d steps: raise schedule.steps to train further", dir, st.Step, total)
