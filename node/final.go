@@ -28,6 +28,8 @@ type Summary struct {
 	GradientBytes int64    `json:"gradient_bytes"`
 	Loss          *float64 `json:"loss"`
 	EvalLoss      *float64 `json:"eval_loss"`
+	// EvalPerplexity is exp(EvalLoss).
+	EvalPerplexity *float64 `json:"eval_perplexity"`
 	// Output is the final model (full mode) or adapter (LoRA mode) folder, and
 	// OutputBytes the size of its files.
 	Output         string  `json:"output"`
@@ -88,13 +90,14 @@ func (l *stepLoop) writeFinal(res *Result) (string, error) {
 		GradientBytes:   4 * trainable,
 		Loss:            finiteOrNil(res.Loss),
 		EvalLoss:        finiteOrNil(l.evalLoss),
+		EvalPerplexity:  finiteOrNil(math.Exp(l.evalLoss)),
 		Output:          final,
 		OutputBytes:     size,
 		ElapsedSeconds:  time.Since(l.start).Seconds(),
 		Finished:        time.Now().UTC().Format(time.RFC3339),
 	}
 	if math.IsNaN(l.evalLoss) {
-		summary.EvalLoss = nil
+		summary.EvalLoss, summary.EvalPerplexity = nil, nil
 	}
 	if err := writeJSONFile(filepath.Join(l.job.Output, SummaryFile), summary); err != nil {
 		return "", err

@@ -156,9 +156,7 @@ func (p *trainProgress) finish() {
 // trainSummary is the summary that train prints at the end of a job.
 type trainSummary struct {
 	node.Summary
-	// The last eval perplexity, the median tokens/s over the steps and the mean
-	// bytes each node sent per step.
-	EvalPerplexity *float64 `json:"eval_perplexity"`
+	// The median tokens/s over the steps and the mean bytes each node sent per step.
 	// EvalLossAtStart is the evaluation before the first step, with eval.at_start.
 	EvalLossAtStart    *float64 `json:"eval_loss_at_start,omitempty"`
 	MedianTokensPerSec float64  `json:"median_tokens_per_s"`
@@ -231,9 +229,6 @@ func addMetricStats(s *trainSummary) error {
 		var line node.MetricsLine
 		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
 			return fmt.Errorf("%s: %w", s.Metrics, err)
-		}
-		if line.EvalPerplexity != nil {
-			s.EvalPerplexity = line.EvalPerplexity
 		}
 		if line.Step == 0 {
 			s.EvalLossAtStart = line.EvalLoss // the evaluation before training
