@@ -3,6 +3,7 @@ module github.com/ringtune/ringtune
 go 1.26.8
 
 require (
+	github.com/ebitengine/purego v0.11.3
 	github.com/google/go-containerregistry v0.22.1
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/mmcloughlin/avo v0.6.0
