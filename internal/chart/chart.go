@@ -86,9 +86,40 @@ func Bars(path, title, yLabel string, categories []string, groups []BarGroup) er
 		bars.Offset = barWidth * vg.Length(float64(i)-float64(len(groups)-1)/2)
 		p.Add(bars)
 		p.Legend.Add(g.Name, bars)
+
+		// The value above each bar, so that a bar too short to see still
+		// shows its number.
+		labels, err := valueLabels(g.Values, bars.Offset)
+		if err != nil {
+			return fmt.Errorf("chart %s: group %q: %w", path, g.Name, err)
+		}
+		p.Add(labels)
 	}
 	p.NominalX(categories...)
+	padNominalX(p, len(categories))
 	return save(p, path)
+}
+
+// valueLabels returns the labels of values drawn above bars at x = 0, 1, ...,
+// shifted by offset.
+func valueLabels(values []float64, offset vg.Length) (*plotter.Labels, error) {
+	points := plotter.XYLabels{XYs: make(plotter.XYs, len(values)), Labels: make([]string, len(values))}
+	for i, v := range values {
+		points.XYs[i] = plotter.XY{X: float64(i), Y: v}
+		points.Labels[i] = fmt.Sprintf("%.3g", v)
+	}
+	labels, err := plotter.NewLabels(points)
+	if err != nil {
+		return nil, err
+	}
+	labels.Offset = vg.Point{X: offset - vg.Points(8), Y: vg.Points(3)}
+	return labels, nil
+}
+
+// padNominalX leaves half a category of room left and right of the bars.
+func padNominalX(p *plot.Plot, categories int) {
+	p.X.Min = -0.5
+	p.X.Max = float64(categories) - 0.5
 }
 
 // StackedBars writes a bar chart to path as PNG in which each category's bar
@@ -119,11 +150,15 @@ func StackedBars(path, title, yLabel string, categories []string, groups []BarGr
 		p.Legend.Add(g.Name, bars)
 	}
 	p.NominalX(categories...)
+	padNominalX(p, len(categories))
 	return save(p, path)
 }
 
-// save writes the chart to a temporary file and renames it to path.
+// save writes the chart to a temporary file and renames it to path. It adds a
+// quarter of the value range above the data, so that the legend at the top
+// covers no line or bar.
 func save(p *plot.Plot, path string) error {
+	p.Y.Max += (p.Y.Max - p.Y.Min) / 4
 	w, err := p.WriterTo(width, height, "png")
 	if err != nil {
 		return err
