@@ -358,9 +358,14 @@ func (s *Server) finish(final *pb.JobEvent, result error, phase string, joinCode
 	s.setServing(false)
 	s.reg.coordinator.SetPhase(phase)
 
-	if result == nil {
+	switch {
+	case result == nil:
 		s.log.Info("job done", "generation", final.Generation, "step", final.Step)
-	} else {
+	case errors.Is(result, context.Canceled):
+		// The coordinator's own process was told to stop, such as by Ctrl-C.
+		s.reg.coordinator.IncFailures()
+		s.log.Warn("job stopped", "generation", final.Generation, "step", final.Step, "reason", final.Reason)
+	default:
 		s.reg.coordinator.IncFailures()
 		s.log.Error("job failed", "generation", final.Generation, "rank", final.Rank, "step", final.Step, "reason", final.Reason)
 	}
