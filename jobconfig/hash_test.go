@@ -10,12 +10,13 @@ import (
 
 // unhashedKeys are the keys that Hash leaves out when model.init is pretrained.
 var unhashedKeys = map[string]bool{
-	"output":              true,
-	"cluster.coordinator": true,
-	"model.tokenizer":     true,
-	"data.train":          true,
-	"data.eval":           true,
-	"model.base":          true,
+	"output":               true,
+	"cluster.coordinator":  true,
+	"cluster.join_timeout": true,
+	"model.tokenizer":      true,
+	"data.train":           true,
+	"data.eval":            true,
+	"model.base":           true,
 }
 
 // changeLeaf sets the leaf of cfg to a value different from its current one.

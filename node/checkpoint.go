@@ -161,7 +161,9 @@ func ResolveCheckpoint(path string) (string, error) {
 			return filepath.Join(parent, checkpointName(steps[len(steps)-1])), nil
 		}
 	}
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("resume: %s not found: pass a run's output folder or one of its checkpoints/step-N folders", path)
+	} else if err != nil {
 		return "", fmt.Errorf("resume: %w", err)
 	}
 	return "", fmt.Errorf("resume: %s contains no checkpoint: pass a checkpoint folder (with %s) or a run's output folder", path, trainerStateFile)

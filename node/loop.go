@@ -225,10 +225,9 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(stepStart), time.Since(l.start))
 		if l.evalDue(step, decision) {
 			if err := l.evaluate(ctx, step, &line); err != nil {
-				if l.metrics != nil && l.metrics.write(line) != nil {
-					return nil, err
-				}
-				return nil, l.salvage(l.snapshotAfter(step, stats), err)
+				// No line and no checkpoint of this step: a resume then
+				// starts from an earlier checkpoint and runs the evaluation again.
+				return nil, err
 			}
 		}
 		// The line goes first, so that a checkpoint never exists without the

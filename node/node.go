@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ringtune/ringtune/collective"
@@ -135,7 +136,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	n.client = client
 
 	res, err := n.run(ctx)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !strings.Contains(err.Error(), context.Cause(ctx).Error()) {
 		err = fmt.Errorf("stopped: %v (%w)", context.Cause(ctx), err)
 	}
 	n.leave(err)

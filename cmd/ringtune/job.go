@@ -199,6 +199,9 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 		if err := node.CheckResumeOutput(job.Output, st.Step); err != nil {
 			return nil, coordinator.Config{}, err
 		}
+		if st.ConfigHash != "" && st.ConfigHash != job.Hash() {
+			slog.Warn("the job config differs from the one the checkpoint was written under; resuming with the new one", "checkpoint", dir)
+		}
 		slog.Info("resuming from a checkpoint", "checkpoint", dir, "after_step", st.Step, "epoch", st.Sampler.Epoch)
 		if st.Step >= total {
 			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is at step %d, and the job has %d steps: raise schedule.steps to train further", dir, st.Step, total)

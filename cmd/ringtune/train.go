@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,7 +37,7 @@ const childStopGrace = 10 * time.Second
 
 func trainCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Usage: "number of local node processes (overrides cluster.nodes)"},
+		&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, DefaultText: "cluster.nodes", Usage: "number of local node processes (overrides cluster.nodes)"},
 		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR`, or the newest checkpoint of an output folder"},
 		&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout"},
 	}
@@ -98,6 +99,14 @@ func runTrain(c *cli.Context) error {
 			}
 		}
 	}
+
+	// Lock the output before anything is written into it, so that a second run
+	// into a busy folder fails without touching job.yaml or the logs.
+	lock, err := node.LockOutputFile(job.Output, node.LauncherLockFile)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 
 	// Read and check the inputs here, so that a bad file fails once, before any
 	// node starts.
@@ -377,6 +386,10 @@ func stopNodes(nodes []*localNode) {
 // firstJobError returns the error that best explains a failed job: the
 // coordinator's, then the first failed node's with the end of its log.
 func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes []*localNode) error {
+	// A Ctrl-C that arrives after the job finished changes nothing.
+	if serverErr == nil && !slices.ContainsFunc(nodeErrs, func(err error) bool { return err != nil }) {
+		return nil
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("stopped: %w (the last checkpoint in the output folder is intact; continue with --resume)", context.Cause(ctx))
 	}
