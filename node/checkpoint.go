@@ -169,6 +169,12 @@ func ResolveCheckpoint(path string) (string, error) {
 	return "", fmt.Errorf("resume: %s contains no checkpoint: pass a checkpoint folder (with %s) or a run's output folder", path, trainerStateFile)
 }
 
+// CheckpointSteps returns the steps of the complete checkpoints of a run's
+// output folder, in ascending order.
+func CheckpointSteps(output string) ([]int, error) {
+	return listCheckpoints(filepath.Join(output, checkpointsDir))
+}
+
 // CheckFreshOutput fails when output holds checkpoints, which a new run would
 // mix with its own: pruning would delete the new ones and --resume would pick
 // the old run's.

@@ -170,6 +170,9 @@ func runTrain(c *cli.Context) error {
 	progress.finish()
 
 	if err := firstJobError(c.Context, serverErr, nodeErrs, nodes); err != nil {
+		if steps, _ := node.CheckpointSteps(job.Output); len(steps) > 0 && c.Context.Err() == nil {
+			return fmt.Errorf("%w\nthe newest checkpoint is after step %d: continue with 'ringtune train --resume %s'", err, steps[len(steps)-1], job.Output)
+		}
 		return err
 	}
 	return printTrainSummary(c, job, coordCfg.StartStep, time.Since(begin))
