@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -156,13 +154,22 @@ func readSweepParams(c *cli.Context) (sweepParams, error) {
 	if p.warmup < -1 {
 		return p, fmt.Errorf("--warmup is %d, must be -1 (schedule by size), 0 or positive", p.warmup)
 	}
+	if err := readRingParams(c, &p); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// readRingParams reads the ring flags that bench allreduce and bench comm
+// share: chunk and small-buffer sizes, token, TLS files and timeouts.
+func readRingParams(c *cli.Context, p *sweepParams) error {
 	chunk, err := parseSize(c.String("chunk-bytes"))
 	if err != nil {
-		return p, fmt.Errorf("--chunk-bytes: %w", err)
+		return fmt.Errorf("--chunk-bytes: %w", err)
 	}
 	small, err := parseSize(c.String("small-bytes"))
 	if err != nil {
-		return p, fmt.Errorf("--small-bytes: %w", err)
+		return fmt.Errorf("--small-bytes: %w", err)
 	}
 	p.chunk, p.small = int(chunk), int(small)
 	if p.small == 0 {
@@ -175,27 +182,27 @@ func readSweepParams(c *cli.Context) (sweepParams, error) {
 			continue
 		}
 		if _, err := os.Stat(p.tls[i]); err != nil {
-			return p, fmt.Errorf("--%s: %w", flag, err)
+			return fmt.Errorf("--%s: %w", flag, err)
 		}
 	}
 	if (p.tls[0] == "") != (p.tls[1] == "") || (p.tls[2] != "" && p.tls[0] == "") {
-		return p, errors.New("TLS needs --tls-cert and --tls-key together, and --tls-ca only with both")
+		return errors.New("TLS needs --tls-cert and --tls-key together, and --tls-ca only with both")
 	}
 	p.timeout = c.Duration("timeout")
 	p.connectTimeout = c.Duration("connect-timeout")
 	p.stallTimeout = c.Duration("no-progress-timeout")
 	for flag, d := range map[string]time.Duration{"timeout": p.timeout, "connect-timeout": p.connectTimeout, "no-progress-timeout": p.stallTimeout} {
 		if d <= 0 {
-			return p, fmt.Errorf("--%s is %v, must be positive", flag, d)
+			return fmt.Errorf("--%s is %v, must be positive", flag, d)
 		}
 	}
 
 	// Check the ring settings here rather than once per rank.
 	cfg := p.ringConfig(0, 2, []string{"a", "b"})
 	if err := cfg.Validate(); err != nil {
-		return p, fmt.Errorf("--chunk-bytes %s, --small-bytes %s: %w", c.String("chunk-bytes"), c.String("small-bytes"), err)
+		return fmt.Errorf("--chunk-bytes %s, --small-bytes %s: %w", c.String("chunk-bytes"), c.String("small-bytes"), err)
 	}
-	return p, nil
+	return nil
 }
 
 // ringConfig returns the collective configuration of one rank of the benchmark ring.
@@ -346,15 +353,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	type worker struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		lines chan workerMessage
-		// exited is closed once the process has exited; err is its exit error.
-		exited chan struct{}
-		err    error
-	}
-	workers := make([]*worker, n)
+	workers := make([]*jsonWorker[workerMessage], n)
 	for r := range workers {
 		args := append([]string{"bench", "allreduce-worker", "--rank", fmt.Sprint(r), "--world-size", fmt.Sprint(n)}, p.args()...)
 		cmd := exec.CommandContext(ctx, self, args...)
@@ -368,33 +367,11 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 			cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/n)))
 		}
 		setParentDeathSignal(cmd)
-		stdin, err := cmd.StdinPipe()
+		w, err := startJSONWorker[workerMessage](cmd, r, 64)
 		if err != nil {
 			return nil, err
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start rank %d: %w", r, err)
-		}
-		w := &worker{cmd: cmd, stdin: stdin, lines: make(chan workerMessage, 64), exited: make(chan struct{})}
 		workers[r] = w
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				var m workerMessage
-				if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-					slog.Warn("ignoring a line from a worker that is not a JSON message", "rank", r, "line", sc.Text())
-					continue
-				}
-				w.lines <- m
-			}
-			close(w.lines)
-			w.err = cmd.Wait()
-			close(w.exited)
-		}()
 	}
 	defer func() {
 		cancel()

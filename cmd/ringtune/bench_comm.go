@@ -94,49 +94,12 @@ func commRingFlags() []cli.Flag {
 	return flags
 }
 
-// readCommRingParams reads the flags of commRingFlags, with the checks of
-// readSweepParams.
+// readCommRingParams reads the flags of commRingFlags through readRingParams,
+// the reader that bench allreduce uses too.
 func readCommRingParams(c *cli.Context) (sweepParams, error) {
 	p := sweepParams{dtype: collective.Float32}
-	chunk, err := parseSize(c.String("chunk-bytes"))
-	if err != nil {
-		return p, fmt.Errorf("--chunk-bytes: %w", err)
-	}
-	small, err := parseSize(c.String("small-bytes"))
-	if err != nil {
-		return p, fmt.Errorf("--small-bytes: %w", err)
-	}
-	p.chunk, p.small = int(chunk), int(small)
-	if p.small == 0 {
-		p.small = -1
-	}
-
-	p.token = c.String("job-token")
-	p.tls = [3]string{c.String("tls-cert"), c.String("tls-key"), c.String("tls-ca")}
-	for i, flag := range []string{"tls-cert", "tls-key", "tls-ca"} {
-		if p.tls[i] == "" {
-			continue
-		}
-		if _, err := os.Stat(p.tls[i]); err != nil {
-			return p, fmt.Errorf("--%s: %w", flag, err)
-		}
-	}
-	if (p.tls[0] == "") != (p.tls[1] == "") || (p.tls[2] != "" && p.tls[0] == "") {
-		return p, errors.New("TLS needs --tls-cert and --tls-key together, and --tls-ca only with both")
-	}
-	p.timeout = c.Duration("timeout")
-	p.connectTimeout = c.Duration("connect-timeout")
-	p.stallTimeout = c.Duration("no-progress-timeout")
-	for flag, d := range map[string]time.Duration{"timeout": p.timeout, "connect-timeout": p.connectTimeout, "no-progress-timeout": p.stallTimeout} {
-		if d <= 0 {
-			return p, fmt.Errorf("--%s is %v, must be positive", flag, d)
-		}
-	}
-	cfg := p.ringConfig(0, 2, []string{"a", "b"})
-	if err := cfg.Validate(); err != nil {
-		return p, fmt.Errorf("--chunk-bytes %s, --small-bytes %s: %w", c.String("chunk-bytes"), c.String("small-bytes"), err)
-	}
-	return p, nil
+	err := readRingParams(c, &p)
+	return p, err
 }
 
 // commRingArgs returns the worker flags that carry p's ring settings. The job

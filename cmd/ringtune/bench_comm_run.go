@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -138,16 +137,6 @@ func runBenchComm(c *cli.Context) error {
 	return nil
 }
 
-// commWorker is one rank process of launchCommRing.
-type commWorker struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan commMessage
-	// exited is closed once the process has exited; err is its exit error.
-	exited chan struct{}
-	err    error
-}
-
 // launchCommRing starts n workers that form one ring, in the namespaces of
 // network when it is not nil, and measures every configuration of s on it.
 func launchCommRing(ctx context.Context, n int, p sweepParams, s commSettings, network *netnsNetwork, logEnv []string, onConfig func()) ([]commMeasure, error) {
@@ -158,7 +147,7 @@ func launchCommRing(ctx context.Context, n int, p sweepParams, s commSettings, n
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	workers := make([]*commWorker, n)
+	workers := make([]*jsonWorker[commMessage], n)
 	defer func() {
 		cancel()
 		for _, w := range workers {
@@ -189,33 +178,11 @@ func launchCommRing(ctx context.Context, n int, p sweepParams, s commSettings, n
 		// Its own process group keeps a Ctrl-C on the terminal from reaching the
 		// workers, so the launcher stops them and then removes the namespaces.
 		setNodeProcAttr(cmd)
-		stdin, err := cmd.StdinPipe()
+		w, err := startJSONWorker[commMessage](cmd, r, 16)
 		if err != nil {
 			return nil, err
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start rank %d: %w", r, err)
-		}
-		w := &commWorker{cmd: cmd, stdin: stdin, lines: make(chan commMessage, 16), exited: make(chan struct{})}
 		workers[r] = w
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				var m commMessage
-				if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-					slog.Warn("ignoring a line from a worker that is not a JSON message", "rank", r, "line", sc.Text())
-					continue
-				}
-				w.lines <- m
-			}
-			close(w.lines)
-			w.err = cmd.Wait()
-			close(w.exited)
-		}()
 	}
 
 	next := func(r int) (commMessage, error) {
