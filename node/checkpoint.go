@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/internal/atomicfile"
 	"github.com/ringtune/ringtune/model"
 	"github.com/ringtune/ringtune/peft"
 )
@@ -286,7 +287,8 @@ func replaceDir(tmp, final string) error {
 }
 
 // removeStaleTemps removes the temporary folders and files that a killed run
-// left in dir: names that start with a dot and contain ".tmp-" or ".old-".
+// left in dir: names that start with a dot and contain ".tmp-" or ".old-", or
+// end in ".tmp" as atomicfile names them.
 func removeStaleTemps(dir string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -294,7 +296,7 @@ func removeStaleTemps(dir string) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") && (strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-")) {
+		if strings.HasPrefix(name, ".") && (strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-") || strings.HasSuffix(name, ".tmp")) {
 			_ = os.RemoveAll(filepath.Join(dir, name))
 		}
 	}
@@ -309,37 +311,14 @@ func writeJSONFile(path string, v any) error {
 	return writeFileAtomic(path, append(raw, '\n'))
 }
 
-// writeFileAtomic writes data to a temporary file in path's folder, syncs it and
-// renames it to path.
+// writeFileAtomic writes content to path through a temporary file.
 func writeFileAtomic(path string, content []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())              // a no-op after the rename
-	if err := f.Chmod(0o644); err != nil { // os.CreateTemp makes 0600
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
+	if err := atomicfile.WriteFile(path, content); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }
 
 // syncDir flushes a folder's entries, so that a rename survives a power loss.
 // Errors are ignored: some file systems do not support it.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-}
+func syncDir(dir string) { _ = atomicfile.SyncDir(dir) }
