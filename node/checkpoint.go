@@ -48,6 +48,12 @@ type TrainerState struct {
 	JobID            string `json:"job_id"`
 }
 
+// CheckpointPath returns the folder of the checkpoint after step in a run's
+// output folder.
+func CheckpointPath(output string, step int) string {
+	return filepath.Join(output, checkpointsDir, checkpointName(step))
+}
+
 // checkpointName returns the folder name of the checkpoint after step. The
 // zero padding keeps name order equal to step order.
 func checkpointName(step int) string { return fmt.Sprintf("%s%08d", checkpointPrefix, step) }

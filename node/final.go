@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -76,7 +77,7 @@ func (l *stepLoop) writeFinal(res *Result) (string, error) {
 	for _, p := range l.model.Trainable() {
 		trainable += int64(p.Value.Len())
 	}
-	size, err := dirBytes(final)
+	size, err := DirBytes(final)
 	if err != nil {
 		return "", err
 	}
@@ -106,23 +107,27 @@ func (l *stepLoop) writeFinal(res *Result) (string, error) {
 	return final, nil
 }
 
-// dirBytes returns the total size of the regular files in dir.
-func dirBytes(dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
+// DirBytes returns the sum of the sizes of the regular files under dir, each
+// measured with os.Stat.
+func DirBytes(dir string) (int64, error) {
 	var total int64
-	for _, e := range entries {
-		info, err := e.Info()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return 0, err
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		info, err := os.Stat(path)
+		if err != nil {
+			return err
 		}
 		if info.Mode().IsRegular() {
 			total += info.Size()
 		}
-	}
-	return total, nil
+		return nil
+	})
+	return total, err
 }
 
 func copyFile(src, dst string) error {

@@ -234,7 +234,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		// line of its step; a line without a checkpoint is dropped on resume.
 		checkpointDue := decision.Checkpoint && l.rank == 0
 		if checkpointDue {
-			line.Checkpoint = filepath.Join(l.job.Output, checkpointsDir, checkpointName(step))
+			line.Checkpoint = CheckpointPath(l.job.Output, step)
 		}
 		if l.metrics != nil {
 			if err := l.metrics.write(line); err != nil {

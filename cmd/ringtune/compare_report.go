@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -26,7 +25,6 @@ const (
 	compareStepChart   = "step_time.png"
 	compareBytesChart  = "bytes_per_step.png"
 	compareMemoryChart = "peak_memory.png"
-	checkpointsDirName = "checkpoints"
 )
 
 // compareReport is the content of report.json.
@@ -152,50 +150,15 @@ func (f *runFiles) finalOutputDir() string {
 }
 
 // lastCheckpointDir returns the complete checkpoint of the highest step.
-// Folders whose names start with a dot are unfinished writes.
 func (f *runFiles) lastCheckpointDir() (string, error) {
-	parent := filepath.Join(f.run.Output, checkpointsDirName)
-	entries, err := os.ReadDir(parent)
+	steps, err := node.CheckpointSteps(f.run.Output)
 	if err != nil {
 		return "", err
 	}
-	best, bestStep := "", -1
-	for _, e := range entries {
-		var step int
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err == nil && step > bestStep {
-			best, bestStep = filepath.Join(parent, e.Name()), step
-		}
+	if len(steps) == 0 {
+		return "", fmt.Errorf("%s contains no complete checkpoint", filepath.Join(f.run.Output, "checkpoints"))
 	}
-	if best == "" {
-		return "", fmt.Errorf("%s contains no complete checkpoint", parent)
-	}
-	return best, nil
-}
-
-// diskBytes returns the sum of the sizes of the regular files under dir, each
-// measured with os.Stat.
-func diskBytes(dir string) (int64, error) {
-	var total int64
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		info, err := os.Stat(path)
-		if err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			total += info.Size()
-		}
-		return nil
-	})
-	return total, err
+	return node.CheckpointPath(f.run.Output, steps[len(steps)-1]), nil
 }
 
 // evalAt returns the eval line of step, or nil.
@@ -270,7 +233,7 @@ func compareMetricSpecs(evalStep int) []metricSpec {
 			if err != nil {
 				return nil, err
 			}
-			size, err := diskBytes(path)
+			size, err := node.DirBytes(path)
 			if err != nil {
 				return nil, err
 			}
