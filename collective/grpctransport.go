@@ -205,13 +205,20 @@ func transportCredentials(cfg *GRPCConfig) (server, client credentials.Transport
 }
 
 func (e *GRPCEndpoint) authorize(ctx context.Context) error {
+	return CheckToken(ctx, e.cfg.Token, "rank")
+}
+
+// CheckToken returns an Unauthenticated status error unless the incoming
+// metadata of ctx carries token under TokenMetadataKey. The comparison takes
+// constant time. callers names the processes in the message, such as "rank".
+func CheckToken(ctx context.Context, token, callers string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	got := md.Get(TokenMetadataKey)
 	if len(got) == 0 {
-		return status.Error(codes.Unauthenticated, "missing job token: every rank must be started with the job's token")
+		return status.Errorf(codes.Unauthenticated, "missing job token: every %s must be started with the job's token", callers)
 	}
-	if subtle.ConstantTimeCompare([]byte(got[0]), []byte(e.cfg.Token)) != 1 {
-		return status.Error(codes.Unauthenticated, "invalid job token: every rank must be started with the same job token")
+	if subtle.ConstantTimeCompare([]byte(got[0]), []byte(token)) != 1 {
+		return status.Errorf(codes.Unauthenticated, "invalid job token: every %s must be started with the same job token", callers)
 	}
 	return nil
 }

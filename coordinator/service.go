@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/subtle"
 	"strings"
 	"time"
 
@@ -27,15 +26,7 @@ type service struct {
 const healthMethodPrefix = "/grpc.health.v1.Health/"
 
 func (s *Server) authorize(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	got := md.Get(collective.TokenMetadataKey)
-	if len(got) == 0 {
-		return status.Error(codes.Unauthenticated, "missing job token: every node must be started with the job's token")
-	}
-	if subtle.ConstantTimeCompare([]byte(got[0]), []byte(s.cfg.Token)) != 1 {
-		return status.Error(codes.Unauthenticated, "invalid job token: every node must be started with the coordinator's job token")
-	}
-	return nil
+	return collective.CheckToken(ctx, s.cfg.Token, "node")
 }
 
 func (s *Server) checkTokenUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
