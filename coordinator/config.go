@@ -26,7 +26,7 @@ type Fingerprint struct {
 type fingerprintField struct {
 	name      string
 	node, job string
-	// hint says what to do about a mismatch.
+	// hint is the advice on how to fix a mismatch.
 	hint string
 }
 

@@ -362,7 +362,7 @@ func (s *Server) finish(final *pb.JobEvent, result error, phase string, joinCode
 	case result == nil:
 		s.log.Info("job done", "generation", final.Generation, "step", final.Step)
 	case errors.Is(result, context.Canceled):
-		// The coordinator's own process was told to stop, such as by Ctrl-C.
+		// A signal such as Ctrl-C stopped the coordinator's own process.
 		s.reg.coordinator.IncFailures()
 		s.log.Warn("job stopped", "generation", final.Generation, "step", final.Step, "reason", final.Reason)
 	default:

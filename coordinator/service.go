@@ -141,9 +141,9 @@ func (h *service) Report(ctx context.Context, req *pb.StepReport) (*pb.StepDecis
 }
 
 // Watch sends the job's final event, then keeps the stream open until the node
-// closes it or the server stops, so that the coordinator can tell a node that
-// finished (it leaves or closes the stream) from one that died mid-job (the stream
-// breaks before the job ended).
+// closes it or the server stops. The open stream lets the coordinator tell a
+// node that finished, which leaves or closes the stream, from one that died
+// mid-job, whose stream breaks before the job ended.
 func (h *service) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
 	s := h.s
 	ctx := stream.Context()

@@ -55,7 +55,7 @@ type Config struct {
 	// ProbeInterval is the failure detector's period. By memberlist's timeout rules,
 	// a member that stops replying to probes is declared dead after about
 	// ProbeInterval + ProbeInterval/2 (probe timeout) + 3·ProbeInterval (suspicion)
-	// in a cluster of up to 10 members: an estimate of 4.5 s for the default of 1 s.
+	// in a cluster of up to 10 members. That is an estimate of 4.5 s for the default of 1 s.
 	// Optional.
 	ProbeInterval time.Duration
 }

@@ -389,13 +389,13 @@ func (l *stepLoop) snapshotAfter(step int, stats train.Stats) TrainerState {
 	return st
 }
 
-// salvage writes, on rank 0, a checkpoint of the last completed step when a
-// step loop ends with cause before the newest checkpoint caught up, so that a
-// stopped or failed run resumes from its last step rather than its last
-// periodic checkpoint. It returns cause, with a failed write added.
+// salvage writes, on rank 0, a checkpoint of the last completed step when the
+// step loop ends with cause after the newest checkpoint. A stopped or failed run
+// then resumes from its last step rather than its last periodic checkpoint. It
+// returns cause, with a failed write added.
 func (l *stepLoop) salvage(st TrainerState, cause error) error {
 	// A checkpoint of the last step could not be resumed, because the job has
-	// no step after it; a resume then starts from the previous checkpoint.
+	// no step after it. A resume starts from the previous checkpoint instead.
 	if l.rank != 0 || st.Step <= l.lastCheckpoint || st.Step < 1 || st.Step >= l.total {
 		return cause
 	}

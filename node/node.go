@@ -36,7 +36,7 @@ type Config struct {
 	// AdvertiseAddr is the host:port the left neighbour dials. Default: the
 	// listener's address, with the hostname in place of an unspecified host.
 	AdvertiseAddr string
-	// GossipAddr is the host:port of the membership listener; "" turns
+	// GossipAddr is the host:port of the membership listener. "" turns
 	// membership off, which leaves failure detection to the coordinator's watch
 	// streams and the ring's own links.
 	GossipAddr string

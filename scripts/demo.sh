@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the demo on real data: fetches Qwen3's tokenizer and the chinese-poetry corpus
-# (both sha256-checked), pretrains a small Qwen3-architecture base from scratch on two
-# local nodes, fine-tunes a LoRA adapter on poem instructions, and generates from the
-# base and from base + adapter. Everything is written under $OUT (default out/demo).
+# Runs the demo on real data. It fetches Qwen3's tokenizer and the chinese-poetry
+# corpus (both sha256-checked) and pretrains a small Qwen3-architecture base from
+# scratch on two local nodes. Then it fine-tunes a LoRA adapter on poem instructions and
+# generates from the base and from base + adapter. Everything goes under $OUT (default
+# out/demo).
 #
 #   scripts/demo.sh
 #
@@ -27,7 +28,7 @@ fi
 mkdir -p "$OUT"
 started=$(date +%s)
 
-# The demo trains from scratch: a run refuses an output folder that holds an earlier
+# The demo trains from scratch. A run rejects an output folder that contains an earlier
 # run's checkpoints, so the results of a previous demo go first.
 rm -rf "$OUT/pretrain" "$OUT/sft"
 
@@ -54,7 +55,7 @@ echo
 echo "== stage 3: generation for held-out prompts"
 generations="$OUT/generations.md"
 : > "$generations"
-# prompts.txt holds prompts separated by blank lines.
+# prompts.txt contains prompts separated by blank lines.
 count=0
 prompt=""
 flush_prompt() {

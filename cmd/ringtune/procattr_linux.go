@@ -10,8 +10,8 @@ func setParentDeathSignal(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// setNodeProcAttr makes the kernel kill a node process whose launcher died, and
-// puts it in a process group of its own, so that a Ctrl-C on the terminal
+// setNodeProcAttr makes the kernel kill a node process whose launcher died. It
+// also puts the process in a group of its own, so that a Ctrl-C on the terminal
 // reaches only the launcher, which then stops the nodes with one SIGTERM each.
 func setNodeProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

@@ -328,8 +328,8 @@ func TestTrainBytesOnTheWire(t *testing.T) {
 			assert.Equal(t, params, summary.TrainableParams)
 			assert.Equal(t, 4*params, summary.GradientBytes)
 
-			// Ring all-reduce sends 2(N-1)/N of the gradient bytes per rank; the
-			// target count and the loss add a few bytes, and eval steps an eval sum.
+			// Ring all-reduce sends 2(N-1)/N of the gradient bytes per rank. The
+			// target count, the loss and the eval sums add a few bytes more.
 			want := float64(2*(nodes-1)) / float64(nodes) * float64(4*params)
 			for _, line := range readMetrics(t, out) {
 				assert.InEpsilon(t, want, float64(line.BytesSentPerNode), 0.02, "step %d", line.Step)
@@ -419,8 +419,8 @@ func TestTrainInterruptKeepsCheckpoint(t *testing.T) {
 	require.NotEmpty(t, last)
 	require.Less(t, last[len(last)-1], steps, "the run finished before the interrupt")
 	// Rank 0 checkpointed the last completed step on its way out, unless the
-	// interrupt cut an evaluation short; then the newest checkpoint is a
-	// periodic one (every 5 steps) and the resume repeats the steps after it.
+	// interrupt cut an evaluation short. Then the newest checkpoint is a
+	// periodic one (every 5 steps), and the resume repeats the steps after it.
 	logged := readMetrics(t, out)
 	newest, lastLogged := last[len(last)-1], logged[len(logged)-1].Step
 	assert.LessOrEqual(t, newest, lastLogged)
@@ -560,7 +560,7 @@ func httpGet(t *testing.T, url string) string {
 	return string(body)
 }
 
-// healthStatus asks the gRPC health service at addr for the overall status.
+// healthStatus returns the overall status that the gRPC health service at addr reports.
 func healthStatus(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// fakeBinary stands in for ringtune: the image does not run it, and Build
-// skips the ELF checks when Architecture is given.
+// fakeBinary replaces ringtune in the tests. The image does not run it, and
+// Build skips the ELF checks when Architecture is given.
 var fakeBinary = []byte("#!/bin/sh\necho 'not really ringtune'\n")
 
 // tarEntry is one file of a layer with its content.
@@ -171,7 +171,7 @@ func TestBuildRejectsBadBinaries(t *testing.T) {
 }
 
 func TestInspectBinary(t *testing.T) {
-	// The test binary is an ELF executable for this machine; whether it is
+	// The test binary is an ELF executable for this machine. Whether it is
 	// static depends on cgo, so only the architecture or the reason is checked.
 	self, err := os.Executable()
 	require.NoError(t, err)

@@ -379,7 +379,7 @@ func checkTokenEnv(t *testing.T, m *manifests, c *corev1.Container) {
 
 // parseJobConfig returns the job config of the ConfigMap that the container
 // mounts at the directory of its --config, parsed and validated as ringtune
-// does; the files that it names need not exist.
+// does. The files that it names need not exist.
 func parseJobConfig(t *testing.T, m *manifests, job *batchv1.Job, c *corev1.Container) *jobconfig.Config {
 	t.Helper()
 	_, flags := parseArgs(t, c)
