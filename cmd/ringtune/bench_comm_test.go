@@ -261,16 +261,26 @@ func TestBenchCommNetnsCleansUpAfterFailure(t *testing.T) {
 				}
 			})
 
-			// Wait for rank 1 to run inside its namespace.
+			// Wait for rank 1 to run inside its namespace. The ip and tc commands
+			// that set the namespace up run there briefly too, so only a process
+			// whose command line names the worker counts.
 			workerPid := 0
 			deadline := time.Now().Add(10 * time.Second)
 			for workerPid == 0 && time.Now().Before(deadline) {
 				out, _ := exec.Command("ip", "netns", "pids", prefix+"1").Output()
-				if pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(out), "\n")[0])); err == nil {
-					workerPid = pid
-					break
+				for _, field := range strings.Fields(string(out)) {
+					pid, err := strconv.Atoi(field)
+					if err != nil {
+						continue
+					}
+					if cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(cmdline), "comm-worker") {
+						workerPid = pid
+						break
+					}
 				}
-				time.Sleep(20 * time.Millisecond)
+				if workerPid == 0 {
+					time.Sleep(20 * time.Millisecond)
+				}
 			}
 			require.NotZero(t, workerPid, "rank 1 never ran in namespace %s1: %s", prefix, stderr.String())
 			time.Sleep(200 * time.Millisecond) // let the ring form and start its steps
