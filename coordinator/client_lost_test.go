@@ -44,7 +44,7 @@ func TestLateNodeErrorFailsDoneJob(t *testing.T) {
 	// Rank 0 fails after the last step, say while it writes the final model.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	require.NoError(t, nodes[0].client.Leave(ctx, "a", errors.New("no space left on device")))
+	require.NoError(t, nodes[0].client.Leave(ctx, "a", errors.New("no space left on device"), false))
 	nodes[0].finish(t)
 	nodes[1].finish(t)
 

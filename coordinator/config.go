@@ -71,6 +71,9 @@ type Config struct {
 	// Seed seeds the per-epoch permutation of the data shard plan. Optional: 0 is a
 	// valid seed.
 	Seed uint64
+	// MaxRestarts is how many times the ring may re-form after a lost rank. Optional:
+	// 0 fails the job at the first lost rank, as before recovery existed.
+	MaxRestarts int
 	// Fingerprint is the job's expected fingerprint. Every field must be non-empty,
 	// and each joining node must match it exactly.
 	Fingerprint Fingerprint
@@ -91,6 +94,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("coordinator config: CheckpointInterval is %d, must be 0 (off) or positive", c.CheckpointInterval)
 	case c.TotalSteps < 1:
 		return fmt.Errorf("coordinator config: TotalSteps is %d, must be at least 1", c.TotalSteps)
+	case c.MaxRestarts < 0:
+		return fmt.Errorf("coordinator config: MaxRestarts is %d, must be 0 (no recovery) or positive", c.MaxRestarts)
 	case c.StartStep < 0 || c.StartStep >= c.TotalSteps:
 		return fmt.Errorf("coordinator config: StartStep is %d, must be in [0, TotalSteps %d)", c.StartStep, c.TotalSteps)
 	}

@@ -13,6 +13,10 @@ const (
 	PhaseRendezvous Phase = iota
 	// PhaseRunning collects step reports until the last step completes.
 	PhaseRunning
+	// PhaseRecovering waits, after a rank was lost, for the survivors to join
+	// again and for a replacement to take the free rank, before the ring
+	// re-forms under the next generation.
+	PhaseRecovering
 	// PhaseDone means the last step completed. It is final.
 	PhaseDone
 	// PhaseFailed means the job ended with an error. It is final.
@@ -25,6 +29,8 @@ func (p Phase) String() string {
 		return "rendezvous"
 	case PhaseRunning:
 		return "running"
+	case PhaseRecovering:
+		return "recovering"
 	case PhaseDone:
 		return "done"
 	case PhaseFailed:
@@ -50,6 +56,9 @@ type member struct {
 	// rank is the assigned rank, or -1 during rendezvous for a node that requested
 	// none.
 	rank int
+	// joined is set once the node joined the current generation. After a loss,
+	// survivors stay members with their ranks but must join again.
+	joined bool
 }
 
 // Coordinator is the state machine of one job. It is not safe for concurrent use: the
@@ -81,6 +90,21 @@ type Coordinator struct {
 	// pendingReports contains the reports of steps after lastCompletedStep, keyed by
 	// step. Each slice is indexed by rank, with nil for ranks that have not reported.
 	pendingReports map[int][]*StepReport
+
+	// startStep is the step the current generation started after.
+	startStep int
+	// sourceRank and sourceState are the rank whose state every rank takes
+	// after a re-formed ring, and its trainer state; -1 and "" in the first
+	// generation.
+	sourceRank  int
+	sourceState string
+	// restarts counts the ring re-formations so far.
+	restarts int
+	// recoveryDeadline is when recovery fails unless every rank joined; zero
+	// until the first Tick of the recovery.
+	recoveryDeadline time.Time
+	// lost describes the losses that started the recovery, for its failure.
+	lost []string
 }
 
 // New returns a coordinator in rendezvous whose join deadline is start plus
@@ -96,6 +120,8 @@ func New(cfg Config, start time.Time) (*Coordinator, error) {
 		generation: firstGeneration,
 		// A resumed job continues after its checkpoint's step.
 		lastCompletedStep: cfg.StartStep,
+		startStep:         cfg.StartStep,
+		sourceRank:        -1,
 		members:           make(map[string]*member),
 		pendingReports:    make(map[int][]*StepReport),
 	}, nil
@@ -121,9 +147,12 @@ func (c *Coordinator) Step(event Event) ([]Action, error) {
 	case Join:
 		return c.handleJoin(e), nil
 	case Leave:
-		return c.handleMemberLost(e.NodeID, "left the job")
+		if e.Restart {
+			return c.handleMemberLost(e.NodeID, "was stopped", true)
+		}
+		return c.handleMemberLost(e.NodeID, "left the job", false)
 	case Dead:
-		return c.handleMemberLost(e.NodeID, "was declared dead")
+		return c.handleMemberLost(e.NodeID, "was declared dead", true)
 	case StepReport:
 		return c.handleStepReport(e)
 	case Tick:
@@ -137,6 +166,9 @@ func (c *Coordinator) finished() bool {
 }
 
 func (c *Coordinator) handleTick(tick Tick) []Action {
+	if c.phase == PhaseRecovering {
+		return c.recoveryTick(tick)
+	}
 	if c.phase != PhaseRendezvous || tick.Now.Before(c.deadline) {
 		return nil
 	}
@@ -146,8 +178,9 @@ func (c *Coordinator) handleTick(tick Tick) []Action {
 }
 
 // handleMemberLost handles a Leave or Dead event. During rendezvous the node's place
-// is freed for another node. While running, losing any rank fails the job.
-func (c *Coordinator) handleMemberLost(nodeID, cause string) ([]Action, error) {
+// is freed for another node. Once running, a lost rank starts a recovery when it may
+// come back (restartable) and restarts are left, and fails the job otherwise.
+func (c *Coordinator) handleMemberLost(nodeID, cause string, restartable bool) ([]Action, error) {
 	if c.finished() {
 		return nil, fmt.Errorf("%w: node %q %s after the job became %v", ErrJobFinished, nodeID, cause, c.phase)
 	}
@@ -161,15 +194,12 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string) ([]Action, error) {
 		return nil, nil
 	}
 
-	// TODO: recover instead of failing. Re-forming the ring at the same world size
-	// means: keep the survivors' ranks, wait (with a deadline) for a replacement node
-	// to join and take the lost rank, bump c.generation, recompute the shard plan,
-	// emit JoinAccepted to every node under the new generation and restart reports
-	// after c.lastCompletedStep. Step reports of the old generation are already
-	// dropped with ErrStaleGeneration.
 	reason := fmt.Sprintf("rank %d (node %q at %s) %s during step %d of %d",
 		m.rank, nodeID, m.join.Address, cause, c.lastCompletedStep+1, c.cfg.TotalSteps)
-	return c.becomeFailed(m.rank, reason), nil
+	if !restartable {
+		return c.becomeFailed(m.rank, reason), nil
+	}
+	return c.recover(m, reason), nil
 }
 
 func (c *Coordinator) removeMember(nodeID string) {

@@ -43,6 +43,8 @@ type driverState struct {
 	lossDetail string
 	// stopApplied is set once a decision carried a requested stop.
 	stopApplied bool
+	// reformStart is when the current recovery began, zero outside one.
+	reformStart time.Time
 
 	// finished is set once the job is done, failed or stopped. final is the Watch
 	// event that every node receives, and result is what Run returns.
@@ -71,7 +73,11 @@ type reportResult struct {
 	err      error
 }
 
-// watcher is one open Watch stream. events has room for the one final event.
+// watcherEvents is the room of a watcher's event channel: a few REFORM events
+// and the final one. A node that falls further behind loses the oldest events.
+const watcherEvents = 8
+
+// watcher is one open Watch stream.
 type watcher struct {
 	nodeID string
 	events chan *pb.JobEvent
@@ -178,6 +184,8 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 			}
 		case FailJob:
 			failure = &a
+		case Reform:
+			s.reform(a)
 		case StepSummary:
 			decision := s.summarize(a)
 			decisions = append(decisions, decision)
@@ -239,10 +247,17 @@ func (s *Server) accept(a JoinAccepted) {
 		node.rank = a.Rank
 	}
 	s.log.Info("node joined", "node", a.NodeID, "rank", a.Rank, "world_size", a.WorldSize, "generation", a.Generation)
-	if firstAcceptance && a.Rank == 0 {
+	if a.Rank == a.WorldSize-1 {
+		// The acceptances go out in rank order, so the ring is complete now.
 		s.reg.coordinator.SetPhase("running")
 		s.reg.coordinator.SetGeneration(a.Generation)
-		s.log.Info("rendezvous complete, job running", "generation", a.Generation, "ring", a.Ring)
+		s.log.Info("ring formed, job running", "generation", a.Generation, "ring", a.Ring,
+			"start_step", a.StartStep, "source_rank", a.SourceRank)
+		if !s.d.reformStart.IsZero() {
+			s.log.Info("recovered from the lost rank", "generation", a.Generation,
+				"seconds", time.Since(s.d.reformStart).Seconds())
+			s.d.reformStart = time.Time{}
+		}
 	}
 
 	resp := &pb.JoinResponse{
@@ -252,8 +267,10 @@ func (s *Server) accept(a JoinAccepted) {
 		Ring:          a.Ring,
 		Shard:         &pb.ShardPlan{Seed: a.Shard.Seed, Epoch: int32(a.Shard.Epoch), WorldSize: int32(a.Shard.WorldSize)},
 		TotalSteps:    int32(s.cfg.Job.TotalSteps),
-		StartStep:     int32(s.cfg.Job.StartStep),
+		StartStep:     int32(a.StartStep),
 		GossipAddress: s.GossipAddr(),
+		SourceRank:    int32(a.SourceRank),
+		TrainerState:  []byte(a.TrainerState),
 	}
 	for _, ch := range s.d.joinWaiters[a.NodeID] {
 		ch <- joinResult{resp: resp}
@@ -382,11 +399,55 @@ func (s *Server) finish(final *pb.JobEvent, result error, phase string, joinCode
 		}
 		delete(s.d.reportWaiters, step)
 	}
+	s.broadcastEvent(final)
+}
+
+// broadcastEvent sends event to every open Watch stream without blocking the
+// driver. A stream whose channel is full drops its oldest event first.
+func (s *Server) broadcastEvent(event *pb.JobEvent) {
 	for _, streams := range s.d.watchers {
 		for w := range streams {
-			w.events <- final
+			for {
+				select {
+				case w.events <- event:
+				default:
+					select {
+					case <-w.events:
+					default:
+					}
+					continue
+				}
+				break
+			}
 		}
 	}
+}
+
+// reform announces the re-formed ring to every node: reports waiting for a step
+// fail, and the Watch streams carry a REFORM event.
+func (s *Server) reform(a Reform) {
+	s.log.Warn("rank lost, re-forming the ring", "rank", a.LostRank, "node", a.LostNodeID,
+		"generation", a.Generation, "step", a.Step, "reason", a.Reason)
+	s.reg.coordinator.SetPhase("recovering")
+	s.reg.coordinator.SetGeneration(a.Generation)
+	s.reg.coordinator.IncRestarts()
+	if s.d.reformStart.IsZero() {
+		s.d.reformStart = time.Now()
+	}
+	delete(s.d.nodes, a.LostNodeID)
+	for step, waiters := range s.d.reportWaiters {
+		for _, ch := range waiters {
+			ch <- reportResult{err: status.Errorf(codes.Unavailable, "%s: the ring re-forms under generation %d, join again", a.Reason, a.Generation)}
+		}
+		delete(s.d.reportWaiters, step)
+	}
+	s.broadcastEvent(&pb.JobEvent{
+		Kind:       pb.JobEventKind_JOB_EVENT_KIND_REFORM,
+		Generation: a.Generation,
+		Rank:       int32(a.LostRank),
+		Reason:     a.Reason,
+		Step:       int32(a.Step),
+	})
 }
 
 // finalStatus returns the gRPC error for a call that arrives after the job ended.
@@ -550,6 +611,10 @@ func (s *Server) addWatcher(w *watcher) error {
 	s.d.openWatchers++
 	if s.d.finished {
 		w.events <- s.d.final
+	} else if s.d.coord.Phase() == PhaseRecovering {
+		// A survivor whose stream broke and came back still has to join again.
+		w.events <- &pb.JobEvent{Kind: pb.JobEventKind_JOB_EVENT_KIND_REFORM, Generation: s.d.coord.Generation(), Rank: -1,
+			Reason: "the ring re-forms", Step: int32(s.d.coord.LastCompletedStep())}
 	}
 	return nil
 }
@@ -568,7 +633,8 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 	s.d.openWatchers--
 
 	node := s.d.nodes[w.nodeID]
-	if s.d.finished || node == nil || node.left || s.d.coord.Phase() != PhaseRunning {
+	phase := s.d.coord.Phase()
+	if s.d.finished || node == nil || node.left || (phase != PhaseRunning && phase != PhaseRecovering) {
 		return
 	}
 	s.log.Warn("Watch stream of a running node broke", "node", w.nodeID, "rank", node.rank,
@@ -579,7 +645,8 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 }
 
 // handleLeave applies a node's Leave call. nodeErr is the node's error, or "".
-func (s *Server) handleLeave(nodeID, nodeErr string) {
+// restart is set when the node was stopped from outside and may be replaced.
+func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 	node := s.d.nodes[nodeID]
 	if s.d.finished && s.d.result == nil && node != nil && nodeErr != "" {
 		// A node that fails after the last step, for example while rank 0
@@ -596,13 +663,13 @@ func (s *Server) handleLeave(nodeID, nodeErr string) {
 		}
 		return
 	}
-	s.log.Info("node left", "node", nodeID, "rank", node.rank, "node_error", nodeErr,
+	s.log.Info("node left", "node", nodeID, "rank", node.rank, "node_error", nodeErr, "restart", restart,
 		"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1)
 	node.left = true
 	if nodeErr != "" {
 		s.d.lossDetail = ": node error: " + nodeErr
 	}
-	s.step(Leave{NodeID: nodeID}, nil)
+	s.step(Leave{NodeID: nodeID, Restart: restart}, nil)
 	s.d.lossDetail = ""
 	if s.d.coord.Phase() == PhaseRendezvous {
 		s.dropWaitingNode(nodeID, "left")

@@ -21,11 +21,29 @@ type Join struct {
 	RequestedRank int
 	// Fingerprint identifies the binary, configuration, model and data of the node.
 	Fingerprint Fingerprint
+	// State is the training state the node holds, set by a survivor that joins
+	// again after a lost rank.
+	State NodeState
 }
 
-// Leave reports that a node left the membership cluster on purpose.
+// NodeState is the training state a node holds after a completed step.
+type NodeState struct {
+	// Held is set when the node holds a completed step's weights and optimizer
+	// state in memory.
+	Held bool
+	// CompletedStep is the last step the node completed.
+	CompletedStep int
+	// TrainerState is the node's trainer state after CompletedStep, as JSON
+	// that the coordinator passes on without reading.
+	TrainerState string
+}
+
+// Leave reports that a node left the job on purpose.
 type Leave struct {
 	NodeID string
+	// Restart is set when the node was stopped from outside and may be
+	// replaced, so that its loss starts a recovery rather than failing the job.
+	Restart bool
 }
 
 // Dead reports that the membership layer declared a node dead.

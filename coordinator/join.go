@@ -12,14 +12,20 @@ import "fmt"
 // failed, every join is rejected.
 func (c *Coordinator) handleJoin(join Join) []Action {
 	if existing, ok := c.members[join.NodeID]; ok && !c.finished() {
+		if c.phase == PhaseRecovering && !existing.joined {
+			return c.handleRejoin(existing, join)
+		}
 		return c.handleRepeatedJoin(existing, join)
 	}
 	if reason := c.checkJoin(join); reason != "" {
 		return []Action{JoinRejected{NodeID: join.NodeID, Generation: c.generation, Reason: reason}}
 	}
 
-	c.members[join.NodeID] = &member{join: join, rank: join.RequestedRank}
+	c.members[join.NodeID] = &member{join: join, rank: join.RequestedRank, joined: true}
 	c.joinOrder = append(c.joinOrder, join.NodeID)
+	if c.phase == PhaseRecovering {
+		return c.maybeReform()
+	}
 	if len(c.members) < c.cfg.WorldSize {
 		return nil
 	}
@@ -27,7 +33,7 @@ func (c *Coordinator) handleJoin(join Join) []Action {
 }
 
 func (c *Coordinator) handleRepeatedJoin(existing *member, join Join) []Action {
-	if existing.join != join {
+	if !sameNode(existing.join, join) {
 		reason := fmt.Sprintf("node id %q already joined with address %s, requested rank %d and another fingerprint or job id; node ids must be unique",
 			join.NodeID, existing.join.Address, existing.join.RequestedRank)
 		if existing.join.Address != join.Address || existing.join.RequestedRank != join.RequestedRank {
@@ -39,7 +45,7 @@ func (c *Coordinator) handleRepeatedJoin(existing *member, join Join) []Action {
 	if c.phase == PhaseRunning {
 		return []Action{c.acceptance(existing.rank)}
 	}
-	// A retry during rendezvous gets its JoinAccepted when the ring forms.
+	// A retry during rendezvous or recovery gets its JoinAccepted when the ring forms.
 	return nil
 }
 
@@ -54,6 +60,9 @@ func (c *Coordinator) checkJoin(join Join) string {
 		return fmt.Sprintf("job %q has failed and accepts no nodes", c.cfg.JobID)
 	}
 
+	if c.phase == PhaseRecovering && len(c.members) >= c.cfg.WorldSize {
+		return fmt.Sprintf("job %q is re-forming its ring with all %d ranks assigned", c.cfg.JobID, c.cfg.WorldSize)
+	}
 	if join.NodeID == "" {
 		return "node id is missing"
 	}
@@ -85,12 +94,13 @@ func (c *Coordinator) checkJoin(join Join) string {
 			return fmt.Sprintf("address %s is already used by node %q", join.Address, id)
 		}
 	}
-	return ""
+	return c.checkState(join)
 }
 
 // becomeRunning assigns ranks, forms the ring and accepts every node. Requested ranks
-// were checked to be free and in range at join time. The other nodes take the lowest
-// free ranks in join order, so their ranks are known only once all nodes joined.
+// were checked to be free and in range at join time, and survivors of a lost rank keep
+// theirs. The other nodes take the lowest free ranks in join order, so their ranks are
+// known only once all nodes joined.
 func (c *Coordinator) becomeRunning() []Action {
 	c.rankNodes = make([]string, c.cfg.WorldSize)
 	rankTaken := make([]bool, c.cfg.WorldSize)
@@ -136,6 +146,9 @@ func (c *Coordinator) acceptance(rank int) JoinAccepted {
 		Ring:       c.ring,
 		// NOTE: the epoch is always 0 because the coordinator does not yet know the
 		// number of steps per epoch; a node advances epochs itself.
-		Shard: ShardPlan{Seed: c.cfg.Seed, Epoch: 0, WorldSize: c.cfg.WorldSize},
+		Shard:        ShardPlan{Seed: c.cfg.Seed, Epoch: 0, WorldSize: c.cfg.WorldSize},
+		StartStep:    c.startStep,
+		SourceRank:   c.sourceRank,
+		TrainerState: c.sourceState,
 	}
 }

@@ -88,9 +88,9 @@ func TestJoinAcceptedContents(t *testing.T) {
 	wantRing := []string{"c:7000", "b:7000", "a:7000"}
 	wantShard := ShardPlan{Seed: 42, Epoch: 0, WorldSize: 3}
 	require.Equal(t, []Action{
-		JoinAccepted{NodeID: "c", Rank: 0, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard},
-		JoinAccepted{NodeID: "b", Rank: 1, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard},
-		JoinAccepted{NodeID: "a", Rank: 2, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard},
+		JoinAccepted{NodeID: "c", Rank: 0, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard, SourceRank: -1},
+		JoinAccepted{NodeID: "b", Rank: 1, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard, SourceRank: -1},
+		JoinAccepted{NodeID: "a", Rank: 2, WorldSize: 3, Generation: 1, Ring: wantRing, Shard: wantShard, SourceRank: -1},
 	}, actions)
 	assert.Equal(t, PhaseRunning, c.Phase())
 }
@@ -123,8 +123,9 @@ func TestJoinRepeated(t *testing.T) {
 			modify:  func(*Join) {},
 			wantActions: []Action{JoinAccepted{
 				NodeID: "n1", Rank: 1, WorldSize: 2, Generation: 1,
-				Ring:  []string{"n0:7000", "n1:7000"},
-				Shard: ShardPlan{Seed: 42, WorldSize: 2},
+				Ring:       []string{"n0:7000", "n1:7000"},
+				Shard:      ShardPlan{Seed: 42, WorldSize: 2},
+				SourceRank: -1,
 			}},
 		},
 		{

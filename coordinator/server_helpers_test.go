@@ -205,7 +205,7 @@ func (n *fakeNode) finish(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	// The coordinator may already have stopped, so a failed Leave is fine here.
-	_ = n.client.Leave(ctx, n.id, nil)
+	_ = n.client.Leave(ctx, n.id, nil, false)
 	require.NoError(t, n.client.Close())
 }
 

@@ -182,7 +182,7 @@ func TestServerLeaveWithErrorFailsJob(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	require.NoError(t, nodes[1].client.Leave(ctx, "b", errors.New("CUDA out of memory")))
+	require.NoError(t, nodes[1].client.Leave(ctx, "b", errors.New("CUDA out of memory"), false))
 
 	event := nodes[0].nextEvent(t)
 	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_FAILED, event.GetKind())
@@ -494,4 +494,76 @@ func TestNewServerRejectsInvalidConfig(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.wantErr)
 		})
 	}
+}
+
+func TestServerReformsRingAfterStoppedNode(t *testing.T) {
+	job := serverJobConfig(2, 3)
+	job.MaxRestarts = 1
+	ts := startServer(t, job, nil)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	reportAll(t, nodes, 1)
+
+	// Rank 0 reports step 2 and waits, and rank 1 is stopped by a signal.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	pending := make(chan error, 1)
+	go func() {
+		_, err := nodes[0].client.Report(ctx, reportRequest(nodes[0], 2, 2))
+		pending <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, nodes[1].client.Leave(ctx, "b", errors.New("stopped: terminated"), true))
+	nodes[1].cancel()
+
+	event := nodes[0].nextEvent(t)
+	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, event.GetKind())
+	assert.Equal(t, uint64(2), event.GetGeneration())
+	assert.Equal(t, int32(1), event.GetRank())
+	assert.Equal(t, int32(1), event.GetStep())
+	err := <-pending
+	assert.Equal(t, codes.Unavailable, status.Code(err), "the waiting report fails: %v", err)
+	assert.Contains(t, err.Error(), "the ring re-forms under generation 2")
+
+	// The survivor joins again with its state, and a replacement takes rank 1.
+	survivor := joinRequest("a", 0)
+	survivor.HasState, survivor.CompletedStep, survivor.TrainerState = true, 1, []byte(`{"step":1}`)
+	replacement := newFakeNode(t, ts.Addr(), "c")
+	responses := make(chan *pb.JoinResponse, 2)
+	for _, join := range []struct {
+		node *fakeNode
+		req  *pb.JoinRequest
+	}{{nodes[0], survivor}, {replacement, joinRequest("c", 1)}} {
+		go func() {
+			resp, err := join.node.client.Join(ctx, join.req)
+			assert.NoError(t, err)
+			responses <- resp
+		}()
+	}
+	for range 2 {
+		resp := <-responses
+		require.NotNil(t, resp)
+		assert.Equal(t, uint64(2), resp.GetGeneration())
+		assert.Equal(t, int32(1), resp.GetStartStep())
+		assert.Equal(t, int32(0), resp.GetSourceRank())
+		assert.Equal(t, `{"step":1}`, string(resp.GetTrainerState()))
+		assert.Equal(t, []string{"a:7000", "c:7000"}, resp.GetRing())
+	}
+
+	// The new generation finishes the job.
+	nodes[0].resp.Generation = 2
+	replacement.resp = &pb.JoinResponse{Rank: 1, Generation: 2}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	t.Cleanup(stopWatch)
+	replacement.events, err = replacement.client.Watch(watchCtx, "c")
+	require.NoError(t, err)
+	survivors := []*fakeNode{nodes[0], replacement}
+	reportAll(t, survivors, 2)
+	decisions := reportAll(t, survivors, 3)
+	assert.True(t, decisions[0].GetStop())
+	for _, node := range survivors {
+		assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, node.nextEvent(t).GetKind())
+		node.finish(t)
+	}
+	require.NoError(t, ts.wait(t))
 }

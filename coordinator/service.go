@@ -74,6 +74,11 @@ func (h *service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 			ModelHash:     req.GetFingerprint().GetModelHash(),
 			DatasetHash:   req.GetFingerprint().GetDatasetHash(),
 		},
+		State: NodeState{
+			Held:          req.GetHasState(),
+			CompletedStep: int(req.GetCompletedStep()),
+			TrainerState:  string(req.GetTrainerState()),
+		},
 	}
 	ch := make(chan joinResult, 1)
 	if !s.post(ctx, func() { s.handleJoin(join, req.GetGossipAddress(), ch) }) {
@@ -147,7 +152,7 @@ func (h *service) Report(ctx context.Context, req *pb.StepReport) (*pb.StepDecis
 func (h *service) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
 	s := h.s
 	ctx := stream.Context()
-	w := &watcher{nodeID: req.GetNodeId(), events: make(chan *pb.JobEvent, 1)}
+	w := &watcher{nodeID: req.GetNodeId(), events: make(chan *pb.JobEvent, watcherEvents)}
 	added := make(chan error, 1)
 	if !s.post(ctx, func() { added <- s.addWatcher(w) }) {
 		if ctx.Err() == nil && s.d.final != nil {
@@ -186,7 +191,7 @@ func (h *service) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveRes
 	s := h.s
 	done := make(chan struct{})
 	if !s.post(ctx, func() {
-		s.handleLeave(req.GetNodeId(), req.GetError())
+		s.handleLeave(req.GetNodeId(), req.GetError(), req.GetRestart())
 		close(done)
 	}) {
 		if ctx.Err() != nil {

@@ -151,6 +151,11 @@ type ClusterConfig struct {
 	WireDType string `yaml:"wire_dtype" json:"wire_dtype"`
 	// JoinTimeout bounds rendezvous, as a Go duration. Default "5m".
 	JoinTimeout string `yaml:"join_timeout" json:"join_timeout"`
+	// MaxRestarts is how many times the ring may re-form after a lost node, as
+	// torchrun's --max-restarts. A survivor's state then continues the job on a
+	// replacement node. Default 0: the first lost node fails the job.
+	// Coordinator-only: not hashed.
+	MaxRestarts int `yaml:"max_restarts" json:"max_restarts"`
 	// Coordinator is the host:port of the coordinator's gRPC service for nodes
 	// started by hand. Default "127.0.0.1:29400". Node-local: not hashed.
 	Coordinator string `yaml:"coordinator" json:"-"`

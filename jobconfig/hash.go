@@ -11,7 +11,7 @@ import (
 
 // Hash returns the hex SHA-256 of the canonical JSON encoding of the Config, which
 // every node of a job must agree on. It leaves out the node-local settings (output,
-// cluster.coordinator), the coordinator-only cluster.join_timeout, and the paths whose content the nodes compare by their own
+// cluster.coordinator), the coordinator-only cluster.join_timeout and cluster.max_restarts, and the paths whose content the nodes compare by their own
 // hashes: model.tokenizer, data.train, data.eval, and model.base unless model.init
 // is random, where Base only names a shape. Unset pointers hash as their defaults.
 // Call it on a resolved Config.
@@ -20,6 +20,7 @@ func (c *Config) Hash() string {
 	canonical.Output = ""
 	canonical.Cluster.Coordinator = ""
 	canonical.Cluster.JoinTimeout = ""
+	canonical.Cluster.MaxRestarts = 0
 	canonical.Model.Tokenizer = ""
 	canonical.Data.Train = ""
 	canonical.Data.Eval = ""

@@ -13,6 +13,7 @@ var unhashedKeys = map[string]bool{
 	"output":               true,
 	"cluster.coordinator":  true,
 	"cluster.join_timeout": true,
+	"cluster.max_restarts": true,
 	"model.tokenizer":      true,
 	"data.train":           true,
 	"data.eval":            true,

@@ -337,6 +337,9 @@ func (c *Config) validateCluster(v *validator) {
 	if d, err := time.ParseDuration(cl.JoinTimeout); err != nil || d <= 0 {
 		v.fail("cluster.join_timeout", cl.JoinTimeout, "use a Go duration above 0, such as 90s or 5m")
 	}
+	if cl.MaxRestarts < 0 {
+		v.fail("cluster.max_restarts", cl.MaxRestarts, "use 0 (a lost node fails the job) or a positive count")
+	}
 	if cl.Coordinator != "" {
 		if _, _, err := net.SplitHostPort(cl.Coordinator); err != nil {
 			v.fail("cluster.coordinator", cl.Coordinator, "use host:port, such as 10.0.0.1:29400 (%v)", err)

@@ -7,7 +7,7 @@ import (
 )
 
 // Phases lists the values of the phase label of ringtune_coordinator_phase.
-var Phases = []string{"rendezvous", "running", "done", "failed", "stopped"}
+var Phases = []string{"rendezvous", "running", "recovering", "done", "failed", "stopped"}
 
 // CoordinatorStep is the aggregate of every rank's report of one step.
 type CoordinatorStep struct {
@@ -36,6 +36,7 @@ type CoordinatorMetrics struct {
 	exposedSeconds    prometheus.Histogram
 	phase             *prometheus.GaugeVec
 	failures          prometheus.Counter
+	restarts          prometheus.Counter
 	checkpointsIssued prometheus.Counter
 }
 
@@ -68,13 +69,17 @@ func NewCoordinatorMetrics(reg prometheus.Registerer) *CoordinatorMetrics {
 		exposedSeconds:    histogram("step_exposed_allreduce_seconds", "Maximum over ranks of the all-reduce time of a step that compute did not hide."),
 		phase:             prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem, Name: "phase", Help: "1 for the job's current phase, 0 for the others."}, []string{"phase"}),
 		failures:          counter("failures_total", "Jobs that failed, including stopped ones."),
+		restarts:          counter("restarts_total", "Ring re-formations after a lost node."),
 		checkpointsIssued: counter("checkpoints_requested_total", "Checkpoints requested from rank 0."),
 	}
 	reg.MustRegister(m.nodesJoined, m.generation, m.lastStep, m.loss, m.tokensPerSecond, m.bytesSent, m.peakMemory,
-		m.computeSeconds, m.allReduceSeconds, m.exposedSeconds, m.phase, m.failures, m.checkpointsIssued)
+		m.computeSeconds, m.allReduceSeconds, m.exposedSeconds, m.phase, m.failures, m.restarts, m.checkpointsIssued)
 	m.SetPhase("rendezvous")
 	return m
 }
+
+// IncRestarts counts one re-formation of the ring after a lost node.
+func (m *CoordinatorMetrics) IncRestarts() { m.restarts.Inc() }
 
 // SetPhase marks phase, one of Phases, as the current phase.
 func (m *CoordinatorMetrics) SetPhase(phase string) {

@@ -99,6 +99,28 @@ func (o *AdamW) Config() AdamWConfig { return o.cfg }
 // state.
 func (o *AdamW) StepCount() int { return o.step }
 
+// SetStepCount sets the number of updates made, for a state taken over from
+// another rank whose moments were copied in.
+func (o *AdamW) SetStepCount(n int) { o.step = max(n, 0) }
+
+// Moments returns the first and second moment estimates of every trainable
+// tensor as two 1-D F32 tensors, laid out like FlatGrads, for example to
+// broadcast the optimizer state to a replacement rank.
+func (o *AdamW) Moments() (expAvg, expAvgSq kernels.Tensor, err error) {
+	if len(o.buffers) != 2 || len(o.params) == 0 {
+		return kernels.Tensor{}, kernels.Tensor{}, fmt.Errorf("the optimizer has no moment buffers (closed, or no trainable tensors)")
+	}
+	first, last := o.params[0].Grad, o.params[len(o.params)-1].Grad
+	n := last.Offset() + last.Len() - first.Offset()
+	if expAvg, err = kernels.NewTensor(o.buffers[0], first.Offset(), n); err != nil {
+		return kernels.Tensor{}, kernels.Tensor{}, err
+	}
+	if expAvgSq, err = kernels.NewTensor(o.buffers[1], first.Offset(), n); err != nil {
+		return kernels.Tensor{}, kernels.Tensor{}, err
+	}
+	return expAvg, expAvgSq, nil
+}
+
 // Step updates every trainable tensor from its gradient with learning rate lr.
 // Weight decay applies to the tensors with Param.Decay set. It fails, changing
 // nothing, when lr is negative or not finite.

@@ -41,11 +41,14 @@ type TrainerState struct {
 	// DropoutStep is the model's LoRA dropout step after Step.
 	DropoutStep uint64 `json:"dropout_step"`
 	// ConsecutiveSkips counts the non-finite steps in a row up to Step.
-	ConsecutiveSkips int    `json:"consecutive_skips"`
-	Mode             string `json:"mode"`
-	WorldSize        int    `json:"world_size"`
-	ConfigHash       string `json:"config_hash"`
-	JobID            string `json:"job_id"`
+	ConsecutiveSkips int `json:"consecutive_skips"`
+	// OptimizerStep is the AdamW step count after Step, which differs from Step
+	// after skipped updates. Checkpoints carry it in the optimizer state too.
+	OptimizerStep int    `json:"optimizer_step,omitempty"`
+	Mode          string `json:"mode"`
+	WorldSize     int    `json:"world_size"`
+	ConfigHash    string `json:"config_hash"`
+	JobID         string `json:"job_id"`
 }
 
 // CheckpointPath returns the folder of the checkpoint after step in a run's

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -20,14 +21,33 @@ import (
 // because its last all-reduce ends on all of them together.
 const reportTimeout = 5 * time.Minute
 
-// failureGrace is how long a node whose ring failed waits for the
-// coordinator's account of the failure, which names the lost rank more
-// reliably than the ring's neighbours can.
-const failureGrace = 3 * time.Second
+// failureGrace is how long a node whose ring or step report failed waits for
+// the coordinator's account of the failure: FAILED, which names the lost rank
+// more reliably than the ring's neighbours can, or REFORM, after which the
+// node joins the re-formed ring. A host that vanishes without closing its
+// connections takes the coordinator the gossip suspicion time to declare dead.
+const failureGrace = 30 * time.Second
 
-// run joins the job and trains. It leaves the watch stream open, so that the
-// coordinator learns of the node's exit from its Leave call rather than from a
-// broken stream; Run closes the stream after Leave through n.stopWatch.
+// reformSignal is the cancel cause of a generation's context when the
+// coordinator re-forms the ring.
+type reformSignal struct{ event *pb.JobEvent }
+
+func (r *reformSignal) Error() string {
+	return fmt.Sprintf("the ring re-forms under generation %d: %s", r.event.Generation, r.event.Reason)
+}
+
+// reportError marks a failed step report, which a re-formed ring explains.
+type reportError struct{ err error }
+
+func (e *reportError) Error() string { return e.err.Error() }
+func (e *reportError) Unwrap() error { return e.err }
+
+// run joins the job and trains, once per ring generation: when the coordinator
+// re-forms the ring after a lost rank, the node abandons its step, joins again
+// with the state of its last completed step and goes on. It leaves the watch
+// stream open, so that the coordinator learns of the node's exit from its Leave
+// call rather than from a broken stream; Run closes the stream after Leave
+// through n.stopWatch.
 func (n *runner) run(parent context.Context) (*Result, error) {
 	if err := n.join(parent); err != nil {
 		return nil, err
@@ -36,7 +56,8 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 	n.side.setServing(true)
 	defer n.side.setServing(false)
 
-	// A FAILED event from the coordinator cancels everything this node waits on.
+	// A FAILED event from the coordinator cancels everything this node waits
+	// on, and a REFORM event the current generation.
 	ctx, cancel := context.WithCancelCause(parent)
 	n.stopWatch = func() { cancel(nil) }
 	events, err := n.client.Watch(ctx, n.cfg.NodeID)
@@ -44,46 +65,159 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 		return nil, fmt.Errorf("watch the job: %w", err)
 	}
 	failed := make(chan *JobError, 1)
+	n.reforms = make(chan *pb.JobEvent, 1)
 	go func() {
 		for ev := range events {
-			if ev.Kind == pb.JobEventKind_JOB_EVENT_KIND_FAILED {
+			switch ev.Kind {
+			case pb.JobEventKind_JOB_EVENT_KIND_FAILED:
 				jobErr := &JobError{Rank: int(ev.Rank), Reason: ev.Reason}
 				failed <- jobErr
 				cancel(jobErr)
+				return
+			case pb.JobEventKind_JOB_EVENT_KIND_REFORM:
+				// Keep only the newest event.
+				select {
+				case <-n.reforms:
+				default:
+				}
+				n.reforms <- ev
+			}
+		}
+	}()
+
+	for {
+		res, err := n.runGeneration(ctx)
+		if err == nil {
+			return res, nil
+		}
+		// Prefer the coordinator's account of a failure to the local symptom.
+		if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
+			var jobErr *JobError
+			if errors.As(cause, &jobErr) {
+				return nil, jobErr
+			}
+		}
+		var reform *reformSignal
+		if !errors.As(err, &reform) {
+			reform, err = n.awaitVerdict(parent, failed, err)
+		}
+		if reform == nil {
+			return nil, err
+		}
+
+		n.log.Warn("the ring re-forms, joining again", "next_generation", reform.event.Generation,
+			"lost_rank", reform.event.Rank, "reason", reform.event.Reason, "err", err)
+		n.closeGeneration()
+		if err := n.join(ctx); err != nil {
+			if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
+				var jobErr *JobError
+				if errors.As(cause, &jobErr) {
+					return nil, jobErr
+				}
+			}
+			return nil, err
+		}
+		n.side.registerRank(n.rank)
+	}
+}
+
+// awaitVerdict waits, after a step failed with err, for the coordinator to
+// name the failure, when err is a symptom of a lost rank (a broken ring or a
+// refused step report). It returns the REFORM to follow, or the error to end
+// the run with. Other errors are this node's own and need no wait.
+func (n *runner) awaitVerdict(parent context.Context, failed <-chan *JobError, err error) (*reformSignal, error) {
+	var fault *collective.FaultError
+	var report *reportError
+	if parent.Err() != nil || (!errors.As(err, &fault) && !errors.As(err, &report)) {
+		return nil, err
+	}
+	timer := time.NewTimer(failureGrace)
+	defer timer.Stop()
+	for {
+		select {
+		case jobErr := <-failed:
+			return nil, fmt.Errorf("%w (locally: %v)", jobErr, err)
+		case ev := <-n.reforms:
+			if ev.Generation > n.joined.Generation {
+				return &reformSignal{event: ev}, err
+			}
+		case <-parent.Done():
+			return nil, err
+		case <-timer.C:
+			return nil, err
+		}
+	}
+}
+
+// runGeneration trains under the current ring generation until the job ends
+// or the coordinator re-forms the ring, which cancels the generation with a
+// reformSignal.
+func (n *runner) runGeneration(parent context.Context) (*Result, error) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	generation := n.joined.Generation
+	go func() {
+		for {
+			select {
+			case ev := <-n.reforms:
+				if ev.Generation > generation {
+					cancel(&reformSignal{event: ev})
+					// Put it back for awaitVerdict, unless a newer one came.
+					select {
+					case n.reforms <- ev:
+					default:
+					}
+					return
+				}
+			case <-stop:
 				return
 			}
 		}
 	}()
 
 	res, err := n.train(ctx)
-	if err == nil {
-		return res, nil
-	}
-	// Prefer the coordinator's account of a failure to the local symptom.
-	if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
-		var jobErr *JobError
-		if errors.As(cause, &jobErr) {
-			return nil, jobErr
+	if err != nil {
+		var reform *reformSignal
+		if cause := context.Cause(ctx); errors.As(cause, &reform) && parent.Err() == nil {
+			return nil, fmt.Errorf("%w (locally: %v)", reform, err)
 		}
 	}
-	// A broken ring is a symptom of a lost rank, which the coordinator names
-	// more reliably than the ring's neighbours can. Other errors are this
-	// node's own and need no wait.
-	var fault *collective.FaultError
-	if parent.Err() == nil && errors.As(err, &fault) {
-		select {
-		case jobErr := <-failed:
-			return nil, fmt.Errorf("%w (locally: %v)", jobErr, err)
-		case <-time.After(failureGrace):
-		}
+	return res, err
+}
+
+// closeGeneration releases the ring of the generation that ended. The model
+// and the optimizer state stay: they hold the state of the last completed step.
+func (n *runner) closeGeneration() {
+	if n.stepper != nil {
+		n.stepper.Close()
+		n.stepper = nil
 	}
-	return nil, err
+	if n.comm != nil {
+		n.comm.Close()
+		n.comm = nil
+	}
 }
 
 func (n *runner) train(ctx context.Context) (*Result, error) {
-	resumed, err := n.buildModel()
-	if err != nil {
-		return nil, err
+	recovering := n.joined.SourceRank >= 0
+	var resumed *TrainerState
+	if n.model == nil {
+		var err error
+		if resumed, err = n.buildModel(); err != nil {
+			return nil, err
+		}
+	}
+	if recovering {
+		var st TrainerState
+		if err := json.Unmarshal(n.joined.TrainerState, &st); err != nil {
+			return nil, fmt.Errorf("the coordinator sent an invalid trainer state of rank %d: %w", n.joined.SourceRank, err)
+		}
+		if st.Step != int(n.joined.StartStep) {
+			return nil, fmt.Errorf("the coordinator sent the trainer state of step %d for a start after step %d", st.Step, n.joined.StartStep)
+		}
+		resumed = &st
 	}
 	world := int(n.joined.WorldSize)
 	totalSteps := int(n.joined.TotalSteps)
@@ -110,12 +244,14 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("resume: %w: the data files, data.seq_len, packing, the eval split or cluster.nodes differ from the run that wrote the checkpoint", err)
 		}
 		startStep, skips = resumed.Step, resumed.ConsecutiveSkips
-		if startStep >= totalSteps {
+		if startStep >= totalSteps && !recovering {
 			return nil, fmt.Errorf("resume: the checkpoint is at step %d, and the job has %d steps: raise schedule.steps to train further", startStep, totalSteps)
 		}
 	}
 
-	// Form the ring, then start every replica from rank 0's weights.
+	// Form the ring, then start every replica from the same state: rank 0's
+	// weights in a new job, a survivor's weights and optimizer state after a
+	// lost rank.
 	commCfg := collective.DefaultConfig()
 	commCfg.JobID, commCfg.Generation = n.job.JobID, n.joined.Generation
 	commCfg.Rank, commCfg.WorldSize, commCfg.Peers = n.rank, world, n.joined.Ring
@@ -133,7 +269,18 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.stepper.SyncWeights(ctx); err != nil {
+	if recovering {
+		begin := time.Now()
+		if err := n.stepper.BroadcastState(ctx, int(n.joined.SourceRank)); err != nil {
+			return nil, err
+		}
+		n.model.SetDropoutStep(resumed.DropoutStep)
+		if n.opt.StepCount() != resumed.OptimizerStep {
+			return nil, fmt.Errorf("rank %d sent an optimizer at step %d with a trainer state at step %d", n.joined.SourceRank, n.opt.StepCount(), resumed.OptimizerStep)
+		}
+		n.log.Info("took over the state of a survivor", "source_rank", n.joined.SourceRank, "step", startStep,
+			"seconds", time.Since(begin).Seconds())
+	} else if err := n.stepper.SyncWeights(ctx); err != nil {
 		return nil, err
 	}
 	n.stepper.SetConsecutiveSkips(skips)
@@ -146,7 +293,11 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 		}
 		defer lock.Close()
 		check := CheckFreshOutput
-		if startStep > 0 {
+		switch {
+		case recovering:
+			// The output holds this job's own checkpoints.
+			check = func(string) error { return nil }
+		case startStep > 0:
 			check = func(output string) error { return CheckResumeOutput(output, startStep) }
 		}
 		if err := check(n.job.Output); err != nil {
@@ -194,6 +345,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		// The state after the previous step, which a failed step leaves in the
 		// weights and the optimizer, but not in the sampler and the dropout step.
 		before := l.snapshot(step - 1)
+		l.held = &before
 		stepStart := time.Now()
 		batches, err := l.nextMicroBatches()
 		if err != nil {
@@ -210,6 +362,8 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 
 		// From here on the weights are those after this step on every rank,
 		// because its all-reduce completed.
+		after := l.snapshotAfter(step, stats)
+		l.held = &after
 		decision, err := l.report(ctx, step, stats)
 		if err != nil {
 			// The coordinator's summary is missing, so the global figures other
@@ -219,7 +373,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			if l.metrics != nil && l.metrics.write(partial) != nil {
 				return nil, err
 			}
-			return nil, l.salvage(l.snapshotAfter(step, stats), err)
+			return nil, l.salvage(after, err)
 		}
 
 		line := stepLine(step, l.sampler.Epoch(), stats, decision, world(l), time.Since(stepStart), time.Since(l.start))
@@ -327,7 +481,7 @@ func (l *stepLoop) report(ctx context.Context, step int, stats train.Stats) (*pb
 		Skipped:            stats.Skipped,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("step %d: report to the coordinator: %w", step, err)
+		return nil, &reportError{fmt.Errorf("step %d: report to the coordinator: %w", step, err)}
 	}
 	if int(decision.Step) != step || decision.Generation != l.joined.Generation {
 		return nil, fmt.Errorf("step %d: the coordinator replied for step %d of generation %d, expected generation %d",

@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -13,7 +15,7 @@ import (
 	"github.com/ringtune/ringtune/collective"
 	"github.com/ringtune/ringtune/coordinator"
 	"github.com/ringtune/ringtune/jobconfig"
-	"github.com/ringtune/ringtune/kernels/cpu"
+	"github.com/ringtune/ringtune/kernels/device"
 	"github.com/ringtune/ringtune/membership"
 	"github.com/ringtune/ringtune/model"
 	pb "github.com/ringtune/ringtune/proto/ringtune/v1"
@@ -28,7 +30,7 @@ type Config struct {
 	Coordinator string
 	// Token is the job's shared secret. Required.
 	Token string
-	// NodeID names the node for its whole life. Default: hostname-pid.
+	// NodeID names the node for its whole life. Default: hostname-pid-RANDOM.
 	NodeID string
 	// ListenAddr is the host:port the collective service listens on. Default
 	// "127.0.0.1:0", which suits one host only; use ":PORT" across hosts.
@@ -40,6 +42,11 @@ type Config struct {
 	// membership off, which leaves failure detection to the coordinator's watch
 	// streams and the ring's own links.
 	GossipAddr string
+	// GossipJoin lists host:port addresses to join the membership cluster
+	// through, such as the DNS name of a Kubernetes headless Service over the
+	// nodes. The join retries while the names do not resolve. Default: the
+	// coordinator's gossip address from the join response.
+	GossipJoin []string
 	// MetricsAddr is the host:port of the Prometheus /metrics endpoint; "" turns it off.
 	MetricsAddr string
 	// HealthAddr is the host:port of the gRPC health service; "" turns it off.
@@ -56,6 +63,12 @@ type Config struct {
 	Version string
 	// Workers is the number of compute goroutines; 0 means GOMAXPROCS.
 	Workers int
+	// Device is the compute device; the zero Spec is the CPU. It is no part of
+	// the job config, so ranks of one job may compute on different devices.
+	Device device.Spec
+	// KernelCache is the CUDA backend's folder of compiled kernels; "" means
+	// its default, $RINGTUNE_CACHE/cuda-kernels or ~/.cache/ringtune/cuda-kernels.
+	KernelCache string
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -98,8 +111,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("node: invalid port in the coordinator address %q: %v", c.Coordinator, err)
 	}
 	if c.NodeID == "" {
+		// A restarted container keeps its hostname and often its pid, and the
+		// random part keeps its node id apart from the lost process's.
 		host, _ := os.Hostname()
-		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.NodeID = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.Uint32()&0xffff)
 	}
 	if c.ListenAddr == "" {
 		c.ListenAddr = "127.0.0.1:0"
@@ -139,7 +154,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil && ctx.Err() != nil && !strings.Contains(err.Error(), context.Cause(ctx).Error()) {
 		err = fmt.Errorf("stopped: %v (%w)", context.Cause(ctx), err)
 	}
-	n.leave(err)
+	// A node stopped from outside, such as a Kubernetes pod that gets SIGTERM,
+	// may be replaced, so the coordinator waits for it rather than failing.
+	n.leave(err, ctx.Err() != nil)
 	if n.stopWatch != nil {
 		n.stopWatch()
 	}
@@ -161,8 +178,18 @@ type runner struct {
 	// stopWatch ends the watch stream; nil before it starts.
 	stopWatch func()
 
-	joined  *pb.JoinResponse
-	rank    int
+	joined *pb.JoinResponse
+	rank   int
+	// gossipJoin is closed when the background membership join ended, and
+	// cancelGossip ends it; both nil when it never started.
+	gossipJoin   chan struct{}
+	cancelGossip context.CancelFunc
+	// reforms receives the REFORM events of the Watch stream, newest last.
+	reforms chan *pb.JobEvent
+	// held is the trainer state of the last step this node completed, which
+	// the weights and optimizer state in memory belong to; nil before the first
+	// step loop started.
+	held    *TrainerState
 	model   *model.Model
 	opt     *model.AdamW
 	comm    *collective.Communicator
@@ -212,6 +239,8 @@ func (n *runner) advertiseAddr() (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
+// join joins the job, or the next generation of its ring with the state the
+// node holds, and waits until every rank joined.
 func (n *runner) join(ctx context.Context) error {
 	addr, err := n.advertiseAddr()
 	if err != nil {
@@ -232,35 +261,68 @@ func (n *runner) join(ctx context.Context) error {
 	if n.members != nil {
 		req.GossipAddress = n.members.Addr()
 	}
+	if n.held != nil && n.model != nil && n.opt != nil {
+		st := *n.held
+		st.OptimizerStep = n.opt.StepCount()
+		state, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		req.HasState, req.CompletedStep, req.TrainerState = true, int32(st.Step), state
+	}
 	joinCtx, cancel := context.WithTimeout(ctx, n.job.JoinTimeoutDuration()+30*time.Second)
 	defer cancel()
-	n.log.Info("joining the job", "coordinator", n.cfg.Coordinator, "address", addr, "requested_rank", n.cfg.Rank)
+	n.log.Info("joining the job", "coordinator", n.cfg.Coordinator, "address", addr, "requested_rank", n.cfg.Rank,
+		"holds_step", req.CompletedStep, "holds_state", req.HasState)
 	resp, err := n.client.Join(joinCtx, req)
 	if err != nil {
 		return fmt.Errorf("join %s: %w", n.cfg.Coordinator, err)
 	}
+	firstJoin := n.joined == nil
+	if !firstJoin && int(resp.Rank) != n.rank {
+		return fmt.Errorf("the coordinator moved this node from rank %d to rank %d in generation %d; a survivor keeps its rank", n.rank, resp.Rank, resp.Generation)
+	}
 	n.joined = resp
 	n.rank = int(resp.Rank)
-	n.log = n.log.With("rank", n.rank, "generation", resp.Generation)
-	n.log.Info("joined", "world_size", resp.WorldSize, "total_steps", resp.TotalSteps, "ring", resp.Ring)
+	n.log = n.cfg.Logger.With("node", n.cfg.NodeID, "job", n.job.JobID, "rank", n.rank, "generation", resp.Generation)
+	n.log.Info("joined", "world_size", resp.WorldSize, "total_steps", resp.TotalSteps, "ring", resp.Ring,
+		"start_step", resp.StartStep, "source_rank", resp.SourceRank)
 
-	if n.members != nil && resp.GossipAddress != "" {
-		if err := n.members.Join(joinCtx, []string{resp.GossipAddress}); err != nil {
-			n.log.Warn("membership join failed, so failures are detected through the watch stream and the ring only", "err", err)
-		}
+	seeds := n.cfg.GossipJoin
+	if len(seeds) == 0 && resp.GossipAddress != "" {
+		seeds = []string{resp.GossipAddress}
+	}
+	if firstJoin && n.members != nil && len(seeds) > 0 {
+		// In the background, because DNS records of a headless Service may
+		// appear only after the ring must form.
+		gossipCtx, cancelGossip := context.WithTimeout(context.Background(), gossipJoinTimeout)
+		n.gossipJoin = make(chan struct{})
+		n.cancelGossip = cancelGossip
+		go func() {
+			defer close(n.gossipJoin)
+			defer cancelGossip()
+			if err := n.members.Join(gossipCtx, seeds); err != nil && gossipCtx.Err() != context.Canceled {
+				n.log.Warn("membership join failed, so failures are detected through the watch stream and the ring only",
+					"seeds", seeds, "err", err)
+			}
+		}()
 	}
 	return nil
 }
 
+// gossipJoinTimeout bounds the retries of the membership join.
+const gossipJoinTimeout = 2 * time.Minute
+
 // leave sends the coordinator the node's exit and its error, and leaves the
-// membership cluster.
-func (n *runner) leave(runErr error) {
+// membership cluster. With restart set, the coordinator learns that the node
+// was stopped from outside and may be replaced.
+func (n *runner) leave(runErr error, restart bool) {
 	if n.client == nil || n.joined == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := n.client.Leave(ctx, n.cfg.NodeID, runErr); err != nil {
+	if err := n.client.Leave(ctx, n.cfg.NodeID, runErr, restart && runErr != nil); err != nil {
 		n.log.Debug("leave failed", "err", err)
 	}
 	if n.members != nil {
@@ -271,17 +333,23 @@ func (n *runner) leave(runErr error) {
 }
 
 func (n *runner) close() {
-	if n.comm != nil {
-		n.comm.Close()
-	}
+	n.closeGeneration()
 	if n.opt != nil {
 		n.opt.Close()
 	}
 	if n.model != nil {
+		backend := n.model.Backend()
 		n.model.Close()
+		if err := backend.Close(); err != nil {
+			n.log.Warn("closing the compute backend failed", "backend", backend.Name(), "err", err)
+		}
 	}
 	if n.client != nil {
 		n.client.Close()
+	}
+	if n.cancelGossip != nil {
+		n.cancelGossip()
+		<-n.gossipJoin
 	}
 	if n.members != nil {
 		n.members.Shutdown()
@@ -295,7 +363,9 @@ func (n *runner) close() {
 }
 
 // buildModel creates the model and optimizer and loads the base weights, the
-// checkpoint to resume from, or a random initialization.
+// checkpoint to resume from, or a random initialization. A node that replaces a
+// lost rank loads no checkpoint, because it takes a survivor's state by
+// broadcast.
 //
 // NOTE: it runs after the join, because the LoRA dropout seed depends on the
 // rank, so weights that fail to load fail the whole job rather than only
@@ -316,7 +386,7 @@ func (n *runner) buildModel() (*TrainerState, error) {
 		rowsPerRank = max(rowsPerRank, (eval.Len()+world-1)/world)
 	}
 	opts.MaxBatch = max(1, min(opts.MaxBatch, rowsPerRank))
-	backend, err := cpu.New(cpu.Options{Workers: n.cfg.Workers})
+	backend, err := device.Open(n.cfg.Device, device.Options{Workers: n.cfg.Workers, CacheDir: n.cfg.KernelCache})
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +411,7 @@ func (n *runner) buildModel() (*TrainerState, error) {
 		return nil, err
 	}
 
-	if n.cfg.Resume == "" {
+	if n.cfg.Resume == "" || n.joined.SourceRank >= 0 {
 		return nil, nil
 	}
 	dir, err := ResolveCheckpoint(n.cfg.Resume)

@@ -102,11 +102,23 @@ func ringOf(t testing.TB, n int, tweak func(*collective.Config)) []*collective.C
 // seed, because replicas load one base checkpoint.
 func newModel(t testing.TB, mode model.Mode, seed uint64) *model.Model {
 	t.Helper()
-	cfg, err := model.LoadConfig(filepath.Join("..", "model", "testdata", "golden", model.ConfigFile))
-	require.NoError(t, err)
+	return newModelOn(t, newCPUBackend(t), mode, seed)
+}
+
+// newCPUBackend returns a one-worker CPU backend that is closed when the test ends.
+func newCPUBackend(t testing.TB) *cpu.Backend {
+	t.Helper()
 	backend, err := cpu.New(cpu.Options{Workers: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { backend.Close() })
+	return backend
+}
+
+// newModelOn is newModel on the given backend.
+func newModelOn(t testing.TB, backend kernels.Backend, mode model.Mode, seed uint64) *model.Model {
+	t.Helper()
+	cfg, err := model.LoadConfig(filepath.Join("..", "model", "testdata", "golden", model.ConfigFile))
+	require.NoError(t, err)
 	m, err := model.New(backend, cfg, model.Options{Mode: mode, LoRA: testLoRA, MaxBatch: testRows, MaxSeq: testSeqLen})
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
@@ -123,14 +135,21 @@ func newModel(t testing.TB, mode model.Mode, seed uint64) *model.Model {
 // that the replicas start different until SyncWeights.
 func newReplicas(t testing.TB, comms []*collective.Communicator, mode model.Mode, cfg Config) []*replica {
 	t.Helper()
+	return newReplicasOn(t, comms, mode, cfg, func(int) kernels.Backend { return newCPUBackend(t) })
+}
+
+// newReplicasOn is newReplicas with rank r's model on backendOf(r).
+func newReplicasOn(t testing.TB, comms []*collective.Communicator, mode model.Mode, cfg Config, backendOf func(r int) kernels.Backend) []*replica {
+	t.Helper()
 	replicas := make([]*replica, len(comms))
 	for r, comm := range comms {
-		m := newModel(t, mode, uint64(1+r))
+		m := newModelOn(t, backendOf(r), mode, uint64(1+r))
 		optimizer, err := model.NewAdamW(m, testAdamW())
 		require.NoError(t, err)
 		t.Cleanup(optimizer.Close)
 		stepper, err := New(m, optimizer, comm, cfg)
 		require.NoError(t, err)
+		t.Cleanup(stepper.Close)
 		replicas[r] = &replica{model: m, optimizer: optimizer, stepper: stepper, comm: comm}
 	}
 	return replicas

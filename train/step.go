@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringtune/ringtune/collective"
 	"github.com/ringtune/ringtune/data"
+	"github.com/ringtune/ringtune/kernels"
 	"github.com/ringtune/ringtune/kernels/cpu"
 	"github.com/ringtune/ringtune/model"
 )
@@ -65,7 +66,9 @@ type Stats struct {
 	// all-reduce to the end of the last one.
 	AllReduce time.Duration
 	// ExposedAllReduce is the part of AllReduce not hidden behind backward:
-	// the time spent waiting for the buckets after the last ForwardBackward returned.
+	// the time spent waiting for the buckets after the last ForwardBackward
+	// returned. On a device backend it includes the copies of the buckets
+	// to the host that were still running and the copies back to the device.
 	ExposedAllReduce time.Duration
 
 	// BucketStarts holds, for each bucket in the order of Stepper.Buckets, the
@@ -84,22 +87,30 @@ type Stepper struct {
 	cfg       Config
 
 	buckets  []Bucket
-	bucketOf []int     // Trainable index → bucket index
-	grads    []float32 // FlatGrads, shared with the backend
-	pending  []int     // per bucket, gradients not yet final in this step
-	works    []*collective.Work
-	starts   []time.Time // per bucket, when its all-reduce started
-	skipped  int         // consecutive skipped updates
+	bucketOf []int // Trainable index → bucket index
+	// host holds, per bucket, the float32 slice that its all-reduce reads and
+	// writes: a view of FlatGrads on the CPU backend, or a pinned buffer of a
+	// device backend (see staging).
+	host    [][]float32
+	staging *staging // nil on the CPU backend
+	pending []int    // per bucket, gradients not yet final in this step
+	started []bool   // per bucket, whether this step started its all-reduce
+	works   []*collective.Work
+	starts  []time.Time // per bucket, when its all-reduce started
+	skipped int         // consecutive skipped updates
+
 	countBuf [2]float32
 	lossBuf  [1]float32
 }
 
-// New returns a Stepper that trains m with optimizer over comm. The model's
-// gradients must live in host memory, because the all-reduce reads and writes
-// them in place.
+// New returns a Stepper that trains m with optimizer over comm.
 //
-// NOTE: only the CPU backend is supported. A GPU backend needs a staging copy
-// of each bucket, and a backend sync before a bucket is sent.
+// On the CPU backend the all-reduce reads and writes the gradients in place.
+// A backend that implements kernels.HostStager, such as the CUDA backend,
+// gets one pinned host buffer per bucket: each bucket is copied to the host
+// while backward goes on, all-reduced there and copied back to the device
+// before clipping and AdamW. Call Close to free those buffers. Other
+// backends are rejected.
 func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, cfg Config) (*Stepper, error) {
 	if m == nil || optimizer == nil || comm == nil {
 		return nil, errors.New("train.New needs a model, an optimizer and a communicator, and one of them is nil")
@@ -116,8 +127,10 @@ func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, 
 	if err := cfg.Schedule.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid schedule: %w", err)
 	}
-	if _, ok := m.Backend().(*cpu.Backend); !ok {
-		return nil, fmt.Errorf("backend %s is not supported: the gradient all-reduce needs the CPU backend's host memory", m.Backend().Name())
+	backend := m.Backend()
+	stager, staged := backend.(kernels.HostStager)
+	if _, onCPU := backend.(*cpu.Backend); !onCPU && !staged {
+		return nil, fmt.Errorf("backend %s is not supported: its tensors are not host memory, and it does not implement kernels.HostStager to copy gradient buckets to the host for the all-reduce", backend.Name())
 	}
 
 	params := m.Trainable()
@@ -132,18 +145,41 @@ func New(m *model.Model, optimizer *model.AdamW, comm *collective.Communicator, 
 			bucketOf[i] = b
 		}
 	}
-	return &Stepper{
+	s := &Stepper{
 		model:     m,
 		optimizer: optimizer,
 		comm:      comm,
 		cfg:       cfg,
 		buckets:   buckets,
 		bucketOf:  bucketOf,
-		grads:     cpu.Float32s(flat),
 		pending:   make([]int, len(buckets)),
+		started:   make([]bool, len(buckets)),
 		works:     make([]*collective.Work, len(buckets)),
 		starts:    make([]time.Time, len(buckets)),
-	}, nil
+	}
+	if staged {
+		s.staging, err = newStaging(backend, stager, flat, buckets)
+		if err != nil {
+			return nil, err
+		}
+		s.host = s.staging.host
+	} else {
+		grads := cpu.Float32s(flat)
+		s.host = make([][]float32, len(buckets))
+		for b, bucket := range buckets {
+			s.host[b] = grads[bucket.Start:bucket.End]
+		}
+	}
+	return s, nil
+}
+
+// Close frees the pinned host buffers of a device backend. Call it before
+// closing the backend, once no Step or SyncWeights runs. On the CPU backend
+// it does nothing. The Stepper must not be used afterwards.
+func (s *Stepper) Close() {
+	if s.staging != nil {
+		s.staging.free()
+	}
 }
 
 // ConsecutiveSkips returns the count of skipped updates in a row so far.
@@ -158,8 +194,30 @@ func (s *Stepper) Buckets() []Bucket { return append([]Bucket(nil), s.buckets...
 
 // SyncWeights broadcasts rank 0's trainable values to every rank, so that all
 // replicas start identical. Call it on every rank before the first Step.
+//
+// On a device backend the values travel through a host copy of FlatTrainable,
+// which lives until SyncWeights returns. Every rank sends one broadcast of the
+// whole tensor, on either backend, so that CPU and device ranks can share a ring.
 func (s *Stepper) SyncWeights(ctx context.Context) error {
-	values := cpu.Float32s(s.model.FlatTrainable())
+	flat := s.model.FlatTrainable()
+	if s.staging == nil {
+		return s.broadcastWeights(ctx, cpu.Float32s(flat))
+	}
+	backend := s.model.Backend()
+	values := make([]float32, flat.Len())
+	if err := backend.CopyToHostF32(values, flat); err != nil {
+		return fmt.Errorf("copying the trainable weights to the host for their broadcast: %w", err)
+	}
+	if err := s.broadcastWeights(ctx, values); err != nil {
+		return err
+	}
+	if err := backend.CopyFromHostF32(flat, values); err != nil {
+		return fmt.Errorf("copying the broadcast weights back to %s: %w", backend.Name(), err)
+	}
+	return nil
+}
+
+func (s *Stepper) broadcastWeights(ctx context.Context, values []float32) error {
 	if err := s.comm.Broadcast(ctx, values, 0); err != nil {
 		return fmt.Errorf("broadcast of the initial weights from rank 0 failed: %w", err)
 	}
@@ -219,6 +277,9 @@ func (s *Stepper) Step(ctx context.Context, microBatches []*data.Batch) (Stats, 
 	if err != nil {
 		// NOTE: the model validates the batch before any computation, so no
 		// bucket has started here.
+		if s.staging != nil {
+			s.staging.finishLaunches()
+		}
 		return stats, fmt.Errorf("micro-batch %d: %w", last, err)
 	}
 	lossSum += loss
@@ -281,7 +342,12 @@ func (s *Stepper) globalLoss(ctx context.Context, lossSum float64, globalCount i
 func (s *Stepper) resetBuckets() {
 	for b, bucket := range s.buckets {
 		s.pending[b] = bucket.Last - bucket.First + 1
+		s.started[b] = false
 		s.works[b] = nil
+		s.starts[b] = time.Time{}
+	}
+	if s.staging != nil {
+		s.staging.reset()
 	}
 }
 
@@ -296,21 +362,35 @@ func (s *Stepper) markReady(ctx context.Context, index int) {
 	}
 }
 
+// startBucket starts bucket b's all-reduce on the CPU backend. On a device
+// backend it queues the bucket's copy to the host instead, and a launcher
+// goroutine starts the all-reduce once the copy is complete (see staging).
 func (s *Stepper) startBucket(ctx context.Context, b int) {
-	bucket := s.buckets[b]
-	s.starts[b] = time.Now()
-	s.works[b] = s.comm.AllReduceAsync(ctx, s.grads[bucket.Start:bucket.End], collective.Sum)
+	s.started[b] = true
+	if s.staging != nil {
+		s.staging.copyToHost(b, func(b int) { s.allReduceBucket(ctx, b) })
+		return
+	}
+	s.allReduceBucket(ctx, b)
 }
 
-// waitBuckets waits for every bucket's all-reduce and fills the timing and
-// byte counters of stats.
+func (s *Stepper) allReduceBucket(ctx context.Context, b int) {
+	s.starts[b] = time.Now()
+	s.works[b] = s.comm.AllReduceAsync(ctx, s.host[b], collective.Sum)
+}
+
+// waitBuckets waits for every bucket's all-reduce, copies the buckets back to
+// a device backend, and fills the timing and byte counters of stats.
 func (s *Stepper) waitBuckets(ctx context.Context, stats *Stats, backwardStart, backwardEnd time.Time) error {
 	// Start, in bucket order on every rank, any bucket that backward did not
 	// report complete, so that no rank waits for an operation another never starts.
 	for b := range s.buckets {
-		if s.works[b] == nil {
+		if !s.started[b] {
 			s.startBucket(ctx, b)
 		}
+	}
+	if s.staging != nil {
+		s.staging.finishLaunches()
 	}
 
 	stats.BucketStarts = make([]time.Duration, len(s.buckets))
@@ -319,9 +399,11 @@ func (s *Stepper) waitBuckets(ctx context.Context, stats *Stats, backwardStart, 
 	var firstStart, lastDone time.Time
 	var firstErr error
 	for b, work := range s.works {
-		err := work.Wait()
-		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("all-reduce of gradient bucket %d (%d bytes) failed: %w", b, s.buckets[b].Bytes(), err)
+		if err := s.waitBucket(b); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if work == nil {
+			continue // the copy to the host failed, so the all-reduce never started
 		}
 		op := work.Stats()
 		stats.GradBytesSent += op.BytesSent
@@ -341,6 +423,27 @@ func (s *Stepper) waitBuckets(ctx context.Context, stats *Stats, backwardStart, 
 		stats.AllReduce = lastDone.Sub(firstStart)
 	}
 	return firstErr
+}
+
+// waitBucket waits for bucket b's all-reduce and, on a device backend, copies
+// the reduced gradients back to the device.
+func (s *Stepper) waitBucket(b int) error {
+	bucket := s.buckets[b]
+	if s.staging != nil {
+		if err := s.staging.errs[b]; err != nil {
+			return fmt.Errorf("copy of gradient bucket %d (%d bytes) to the host failed: %w", b, bucket.Bytes(), err)
+		}
+	}
+	if err := s.works[b].Wait(); err != nil {
+		return fmt.Errorf("all-reduce of gradient bucket %d (%d bytes) failed: %w", b, bucket.Bytes(), err)
+	}
+	if s.staging != nil {
+		if err := s.staging.copyToDevice(b); err != nil {
+			return fmt.Errorf("copy of the all-reduced gradient bucket %d (%d bytes) back to %s failed: %w",
+				b, bucket.Bytes(), s.model.Backend().Name(), err)
+		}
+	}
+	return nil
 }
 
 func isFinite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }

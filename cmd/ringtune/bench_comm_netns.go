@@ -139,8 +139,12 @@ func runAll(commands [][]string) error {
 }
 
 // shape limits the egress of dev in namespace ns to the link rate, with netem
-// where the kernel has it (adding delay), and with tbf otherwise.
+// where the kernel has it (adding delay), and with tbf otherwise. A link rate of
+// 0 leaves the link unshaped.
 func (nw *netnsNetwork) shape(ns, dev string, delay time.Duration) error {
+	if nw.link.gbps <= 0 {
+		return nil
+	}
 	rate := fmt.Sprintf("%dkbit", int64(nw.link.gbps*1e6))
 	if nw.latencyEmulated {
 		args := []string{"-n", ns, "qdisc", "add", "dev", dev, "root", "netem"}

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/ringtune/ringtune/internal/sysmem"
 	"github.com/ringtune/ringtune/kernels"
 	"github.com/ringtune/ringtune/kernels/cpu"
+	"github.com/ringtune/ringtune/kernels/device"
 	"github.com/ringtune/ringtune/model"
 )
 
@@ -40,7 +40,8 @@ func benchStepCommand() *cli.Command {
 			"steps, each on a new batch of random tokens whose targets are the next token, as\n" +
 			"bench/peers/torch_train_step.py does in PyTorch. A step is ZeroGrad, the forward and\n" +
 			"backward passes with the mean loss, and an AdamW update. tokens/s is batch × seq over the\n" +
-			"median step time. Peak RSS is getrusage's maximum resident set size of the process.\n" +
+			"median step time. Peak RSS is getrusage's maximum resident set size of the process, which\n" +
+			"with --device cuda:N counts host memory only, not GPU memory.\n" +
 			"\n" +
 			"--shape and --mode take comma-separated lists. With more than one configuration the\n" +
 			"command runs each in a child process of its own, so that each peak RSS covers one\n" +
@@ -61,9 +62,9 @@ func benchStepCommand() *cli.Command {
 			&cli.IntFlag{Name: "seq", Value: 256, Usage: "tokens per row, at least 2"},
 			&cli.IntFlag{Name: "steps", Value: 5, Usage: "timed steps after the warm-up"},
 			&cli.IntFlag{Name: "warmup", Value: 1, Usage: "untimed steps before the timed ones. The first step touches the gradient, optimizer and scratch memory for the first time, so it is slower"},
-			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "compute device: cpu (cuda:N is reserved for the CUDA backend, which is not built yet)"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "compute `DEVICE`: cpu, or cuda:N for the GPU of ordinal N (cuda is cuda:0)"},
 			&cli.IntFlag{Name: "threads", Usage: "GOMAXPROCS, the threads that run the kernels (0: keep the Go default, the number of CPUs or $GOMAXPROCS)"},
-			&cli.IntFlag{Name: "cross-entropy-chunk-rows", Usage: "rows of logits that the CPU backend computes at a time in the loss, which take 4·rows·vocab bytes (0: the backend's default, 256)"},
+			&cli.IntFlag{Name: "cross-entropy-chunk-rows", Usage: "rows of logits that the backend computes at a time in the loss, which take 4·rows·vocab bytes (0: the backend's default)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the random weights and token batches"},
 			&cli.Float64Flag{Name: "lr", Value: 1e-4, Usage: "AdamW learning rate"},
 			&cli.BoolFlag{Name: "json", Usage: "print only one JSON object per configuration on stdout; logs go to stderr"},
@@ -89,8 +90,9 @@ type stepParams struct {
 	opts  model.Options // Mode, LoRA, FrozenBF16, Checkpointing, MaxBatch, MaxSeq
 
 	batch, seq, steps, warmup int
+	device                    device.Spec
 	threads                   int // 0 keeps GOMAXPROCS
-	chunkRows                 int // cpu.Options.CrossEntropyChunkRows; 0 is its default
+	chunkRows                 int // device.Options.CrossEntropyChunkRows; 0 is the backend's default
 	seed                      uint64
 	lr                        float64
 }
@@ -100,7 +102,7 @@ func (p stepParams) args() []string {
 	args := []string{
 		"--shape", p.shape, "--mode", p.opts.Mode.String(),
 		"--batch", fmt.Sprint(p.batch), "--seq", fmt.Sprint(p.seq),
-		"--steps", fmt.Sprint(p.steps), "--warmup", fmt.Sprint(p.warmup),
+		"--steps", fmt.Sprint(p.steps), "--warmup", fmt.Sprint(p.warmup), "--device", p.device.String(),
 		"--threads", fmt.Sprint(p.threads), "--cross-entropy-chunk-rows", fmt.Sprint(p.chunkRows), "--seed", fmt.Sprint(p.seed),
 		"--lr", fmt.Sprint(p.lr),
 	}
@@ -144,11 +146,12 @@ func runBenchStep(c *cli.Context) error {
 // readStepParams checks the flags and returns one configuration per shape and
 // mode, shapes outermost.
 func readStepParams(c *cli.Context) ([]stepParams, error) {
-	if err := checkDevice(c.String("device")); err != nil {
+	dev, err := deviceFlag(c)
+	if err != nil {
 		return nil, err
 	}
 	base := stepParams{
-		batch: c.Int("batch"), seq: c.Int("seq"), steps: c.Int("steps"), warmup: c.Int("warmup"),
+		batch: c.Int("batch"), seq: c.Int("seq"), steps: c.Int("steps"), warmup: c.Int("warmup"), device: dev,
 		threads: c.Int("threads"), chunkRows: c.Int("cross-entropy-chunk-rows"), seed: c.Uint64("seed"), lr: c.Float64("lr"),
 	}
 	if base.seq < 2 {
@@ -216,19 +219,6 @@ func readStepParams(c *cli.Context) ([]stepParams, error) {
 	return configs, nil
 }
 
-var cudaDevicePattern = regexp.MustCompile(`^cuda(:[0-9]+)?$`)
-
-// checkDevice accepts cpu and explains that CUDA devices are not available yet.
-func checkDevice(device string) error {
-	switch {
-	case device == "cpu":
-		return nil
-	case cudaDevicePattern.MatchString(device):
-		return fmt.Errorf("--device %s: the CUDA backend is not built yet, so only --device cpu works", device)
-	}
-	return fmt.Errorf("invalid --device %q: use cpu (cuda:N is reserved for the CUDA backend, which is not built yet)", device)
-}
-
 // splitList splits a comma-separated flag value and drops empty entries.
 func splitList(s string) []string {
 	var out []string
@@ -285,8 +275,12 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 		}
 		runtime.GOMAXPROCS(p.threads)
 	}
-	if err := checkStepMemory(p); err != nil {
-		return stepResult{}, err
+	// The host check covers the CPU backend only, because a GPU holds the
+	// weights and optimizer state of the CUDA backend.
+	if p.device.Kind == device.CPU {
+		if err := checkStepMemory(p); err != nil {
+			return stepResult{}, err
+		}
 	}
 
 	trainable := p.cfg.NumParams()
@@ -295,9 +289,9 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 	}
 	slog.Info("building model", "shape", p.shape, "mode", p.opts.Mode, "params", p.cfg.NumParams(), "trainable", trainable,
 		"frozen_bf16", p.opts.FrozenBF16, "checkpointing", p.opts.Checkpointing,
-		"batch", p.batch, "seq", p.seq, "threads", runtime.GOMAXPROCS(0), "kernel", cpu.Kernel())
+		"batch", p.batch, "seq", p.seq, "device", p.device, "threads", runtime.GOMAXPROCS(0), "kernel", cpu.Kernel())
 	start := time.Now()
-	backend, err := cpu.New(cpu.Options{CrossEntropyChunkRows: p.chunkRows})
+	backend, err := device.Open(p.device, device.Options{CrossEntropyChunkRows: p.chunkRows})
 	if err != nil {
 		return stepResult{}, err
 	}
@@ -367,6 +361,10 @@ func timeSteps(ctx context.Context, m *model.Model, opt *model.AdamW, p stepPara
 			return nil, err
 		}
 		if err := opt.Step(p.lr); err != nil {
+			return nil, err
+		}
+		// A device backend may still run the update when Step returns.
+		if err := m.Backend().Sync(); err != nil {
 			return nil, err
 		}
 		seconds := time.Since(start).Seconds()
@@ -553,7 +551,11 @@ func printStepResults(w io.Writer, results []stepResult, configs []stepParams, a
 	if threads == 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	fmt.Fprintf(w, "# ringtune training step (forward, backward, AdamW) on cpu, %s kernel, %d threads\n", cpu.Kernel(), threads)
+	if p.device.Kind == device.CPU {
+		fmt.Fprintf(w, "# ringtune training step (forward, backward, AdamW) on cpu, %s kernel, %d threads\n", cpu.Kernel(), threads)
+	} else {
+		fmt.Fprintf(w, "# ringtune training step (forward, backward, AdamW) on %s\n", p.device)
+	}
 	fmt.Fprintf(w, "# step: median of %d steps after %d warm-up; tokens/s = batch × seq / step; peak RSS per process\n", p.steps, p.warmup)
 	fmt.Fprintf(w, "%-12s %-14s %10s %12s %10s %14s\n", "shape", "mode", "batch×seq", "tokens/s", "step(s)", "peak RSS(GiB)")
 	for i, r := range results {

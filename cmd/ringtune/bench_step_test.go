@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringtune/ringtune/kernels/device"
 )
 
 // stepResultKeys are the documented keys of `bench step --json`.
@@ -135,9 +137,8 @@ func TestBenchStepBadFlags(t *testing.T) {
 		{[]string{"--shape", ""}, "--shape is empty"},
 		{[]string{"--mode", "half"}, `unknown training mode "half": use full or lora`},
 		{[]string{"--mode", "lora,lora"}, "--mode lists lora twice"},
-		{[]string{"--device", "cuda:0"}, "--device cuda:0: the CUDA backend is not built yet"},
-		{[]string{"--device", "cuda"}, "--device cuda: the CUDA backend is not built yet"},
-		{[]string{"--device", "tpu"}, `invalid --device "tpu": use cpu`},
+		{[]string{"--device", "tpu"}, `invalid --device "tpu": use cpu, cuda or cuda:N`},
+		{[]string{"--device", "cuda:x"}, `invalid --device "cuda:x": the GPU ordinal after "cuda:" must be an integer`},
 		{[]string{"--batch", "0"}, "invalid --batch 0: use 1 or more"},
 		{[]string{"--seq", "1"}, "invalid --seq 1: next-token loss needs at least 2 tokens"},
 		{[]string{"--seq", "65"}, "--seq 65 exceeds max_position_embeddings 64"},
@@ -159,6 +160,20 @@ func TestBenchStepBadFlags(t *testing.T) {
 		assert.Contains(t, stderr, tc.want, "%v", tc.args)
 		assert.Empty(t, stdout, "%v", tc.args)
 	}
+}
+
+func TestBenchStepCUDAUnavailable(t *testing.T) {
+	config := writeStepConfig(t)
+	stdout, stderr, err := runCLI(t, "bench", "step", "--shape", config, "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "0", "--json", "--device", "cuda:0")
+	if err == nil {
+		t.Skip("this host has CUDA device 0")
+	}
+	requireExitCode(t, err, 1)
+	assert.Contains(t, stderr, "--device cuda:0: ")
+	if !device.CUDABuilt {
+		assert.Contains(t, stderr, "built with -tags nocuda")
+	}
+	assert.Empty(t, stdout)
 }
 
 func TestBenchStepCPUProfile(t *testing.T) {

@@ -215,6 +215,7 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 		CheckpointInterval: interval,
 		TotalSteps:         total,
 		StartStep:          startStep,
+		MaxRestarts:        job.Cluster.MaxRestarts,
 		Seed:               job.Seed,
 		Fingerprint:        inputs.Fingerprint,
 	}

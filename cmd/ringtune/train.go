@@ -23,6 +23,7 @@ import (
 
 	"github.com/ringtune/ringtune/coordinator"
 	"github.com/ringtune/ringtune/jobconfig"
+	"github.com/ringtune/ringtune/kernels/device"
 	"github.com/ringtune/ringtune/node"
 )
 
@@ -40,6 +41,7 @@ func trainCommand() *cli.Command {
 		&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, DefaultText: "cluster.nodes", Usage: "number of local node processes (overrides cluster.nodes)"},
 		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR`, or the newest checkpoint of an output folder"},
 		&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout"},
+		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "compute `DEVICE` of the node processes: cpu, cuda (rank r on GPU r) or cuda:N (every rank on GPU N)"},
 	}
 	return &cli.Command{
 		Name:  "train",
@@ -75,6 +77,10 @@ func runTrain(c *cli.Context) error {
 		}
 	}
 	job, err := loadJob(c)
+	if err != nil {
+		return err
+	}
+	dev, err := deviceFlag(c)
 	if err != nil {
 		return err
 	}
@@ -160,7 +166,7 @@ func runTrain(c *cli.Context) error {
 	serverDone := make(chan error, 1)
 	go func() { serverDone <- server.Run(ctx) }()
 
-	nodes, err := startNodes(job, resolved, server.Addr(), token, c.String("resume"))
+	nodes, err := startNodes(job, resolved, server.Addr(), token, c.String("resume"), dev)
 	if err != nil {
 		cancel(err)
 		<-serverDone
@@ -250,53 +256,88 @@ func newToken() (string, error) {
 // localNode is one node process of a local job.
 type localNode struct {
 	rank int
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+	// restart counts the processes of this rank started before this one.
+	restart  int
+	launcher *nodeLauncher
+	cmd      *exec.Cmd
+	log      string
+	done     chan struct{}
+	err      error
 }
 
-// startNodes starts one node process per rank. Each process gets its share of
-// the cores, so that N processes on one host do not oversubscribe it.
-func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume string) ([]*localNode, error) {
+// nodeLauncher starts the node processes of a local job.
+type nodeLauncher struct {
+	exe                                  string
+	job                                  *jobconfig.Config
+	configPath, coordAddr, token, resume string
+	dev                                  device.Spec
+	// procs is each process's GOMAXPROCS: its share of the cores, so that N
+	// processes on one host do not oversubscribe it.
+	procs int
+}
+
+// startNodes starts one node process per rank.
+func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume string, dev device.Spec) ([]*localNode, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	n := job.Cluster.Nodes
-	procs := max(1, runtime.NumCPU()/n)
+	l := &nodeLauncher{
+		exe: exe, job: job, configPath: configPath, coordAddr: coordAddr, token: token, resume: resume, dev: dev,
+		procs: max(1, runtime.NumCPU()/job.Cluster.Nodes),
+	}
 	var nodes []*localNode
-	for rank := range n {
-		args := []string{"node", "--config", configPath, "--coordinator", coordAddr,
-			"--rank", strconv.Itoa(rank), "--node-id", fmt.Sprintf("local-%d", rank), "--gossip-addr", "127.0.0.1:0"}
-		if resume != "" {
-			args = append(args, "--resume", resume)
-		}
-		logPath := filepath.Join(job.Output, "logs", fmt.Sprintf("node-%d.log", rank))
-		logFile, err := os.Create(logPath)
+	for rank := range job.Cluster.Nodes {
+		node, err := l.start(rank, 0)
 		if err != nil {
 			stopNodes(nodes)
 			return nil, err
 		}
-		cmd := exec.Command(exe, args...)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.Env = append(nodeEnv(), tokenEnv+"="+token, "GOMAXPROCS="+strconv.Itoa(procs), "RINGTUNE_LOG_FORMAT=text")
-		setNodeProcAttr(cmd)
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			stopNodes(nodes)
-			return nil, fmt.Errorf("starting node %d: %w", rank, err)
-		}
-		logFile.Close() // the child holds its own descriptor
-		node := &localNode{rank: rank, cmd: cmd, log: logPath, done: make(chan struct{})}
-		go func() {
-			node.err = cmd.Wait()
-			close(node.done)
-		}()
 		nodes = append(nodes, node)
-		slog.Debug("started node", "rank", rank, "pid", cmd.Process.Pid, "log", logPath)
 	}
 	return nodes, nil
+}
+
+// start starts the process of rank. A restarted process gets a node id of its
+// own and appends to the rank's log.
+func (l *nodeLauncher) start(rank, restart int) (*localNode, error) {
+	nodeID := fmt.Sprintf("local-%d", rank)
+	if restart > 0 {
+		nodeID = fmt.Sprintf("local-%d-restart-%d", rank, restart)
+	}
+	args := []string{"node", "--config", l.configPath, "--coordinator", l.coordAddr,
+		"--rank", strconv.Itoa(rank), "--node-id", nodeID, "--gossip-addr", "127.0.0.1:0",
+		"--device", localNodeDevice(l.dev, rank).String()}
+	if l.resume != "" {
+		args = append(args, "--resume", l.resume)
+	}
+
+	logPath := filepath.Join(l.job.Output, "logs", fmt.Sprintf("node-%d.log", rank))
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if restart > 0 {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	logFile, err := os.OpenFile(logPath, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child holds its own descriptor
+
+	cmd := exec.Command(l.exe, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(nodeEnv(), tokenEnv+"="+l.token, "GOMAXPROCS="+strconv.Itoa(l.procs), "RINGTUNE_LOG_FORMAT=text")
+	setNodeProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting node %d: %w", rank, err)
+	}
+
+	node := &localNode{rank: rank, restart: restart, launcher: l, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		node.err = cmd.Wait()
+		close(node.done)
+	}()
+	slog.Debug("started node", "rank", rank, "node", nodeID, "pid", cmd.Process.Pid, "log", logPath)
+	return node, nil
 }
 
 // nodeEnv returns this process's environment without the variables that
@@ -318,15 +359,21 @@ func nodeEnv() []string {
 
 // waitJob waits until the coordinator ends the job and every node exits. A
 // node that fails while the coordinator still runs, before it joined for
-// example, stops the job at once rather than at the join deadline. When ctx
-// ends first (Ctrl-C), it stops the nodes.
+// example, stops the job at once rather than at the join deadline, unless
+// cluster.max_restarts allows a restart: then a new process takes its rank and
+// the coordinator re-forms the ring. When ctx ends first (Ctrl-C), it stops
+// the nodes.
 func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan error, nodes []*localNode) (error, []error) {
 	exits := make(chan *localNode, len(nodes))
-	for _, n := range nodes {
+	watch := func(n *localNode) {
 		go func() { <-n.done; exits <- n }()
+	}
+	for _, n := range nodes {
+		watch(n)
 	}
 
 	var serverErr error
+	restarts := 0
 	serverRunning, running, stopping := true, len(nodes), false
 	for serverRunning || running > 0 {
 		select {
@@ -343,9 +390,23 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 			}
 		case n := <-exits:
 			running--
-			if n.err != nil && serverRunning {
-				server.RequestStop(fmt.Sprintf("node %d exited: %v", n.rank, n.err))
+			if n.err == nil || !serverRunning || stopping {
+				continue
 			}
+			if restarts < n.launcher.job.Cluster.MaxRestarts {
+				restarts++
+				slog.Warn("node exited, starting a replacement", "rank", n.rank, "err", n.err,
+					"restart", restarts, "max_restarts", n.launcher.job.Cluster.MaxRestarts)
+				replacement, err := n.launcher.start(n.rank, n.restart+1)
+				if err == nil {
+					nodes[slices.Index(nodes, n)] = replacement
+					running++
+					watch(replacement)
+					continue
+				}
+				slog.Error("starting a replacement node failed", "rank", n.rank, "err", err)
+			}
+			server.RequestStop(fmt.Sprintf("node %d exited: %v", n.rank, n.err))
 		case <-ctx.Done():
 			if !stopping {
 				stopping = true

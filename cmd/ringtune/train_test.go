@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ringtune/ringtune/checkpoint"
+	"github.com/ringtune/ringtune/kernels/device"
 	"github.com/ringtune/ringtune/model"
 	"github.com/ringtune/ringtune/node"
 )
@@ -453,6 +454,57 @@ func TestTrainRejectsOutputOfEarlierRun(t *testing.T) {
 	assert.Contains(t, stderr, "--resume "+out)
 }
 
+func TestTrainRejectsInvalidDevice(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "lora", base: newTrainBase(t), train: writeTrainData(t, dir, 40), output: out, nodes: 1, micro: 2, accum: 1, steps: 2})
+
+	_, stderr, err := runCLI(t, "train", "--config", job, "--device", "gpu")
+	requireExitCode(t, err, 1)
+	assert.Contains(t, stderr, `invalid --device "gpu": use cpu, cuda or cuda:N`)
+	_, statErr := os.Stat(out)
+	assert.True(t, os.IsNotExist(statErr), "train wrote into the output folder before it checked --device")
+}
+
+func TestTrainPassesDeviceToNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "lora", base: newTrainBase(t), train: writeTrainData(t, dir, 40), output: out, nodes: 1, micro: 2, accum: 1, steps: 2})
+
+	// The nodes log the device at info level, which runCLI's level hides.
+	cmd := exec.Command(ringtuneBin, "--log-level", "info", "train", "--config", job, "--device", "cpu")
+	cmd.Env = os.Environ()
+	output, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(output))
+	log, err := os.ReadFile(filepath.Join(out, "logs", "node-0.log"))
+	require.NoError(t, err)
+	assert.Contains(t, string(log), "device=cpu")
+}
+
+func TestTrainCUDAErrorNamesDevice(t *testing.T) {
+	if device.CUDABuilt && testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "lora", base: newTrainBase(t), train: writeTrainData(t, dir, 40), output: out, nodes: 1, micro: 2, accum: 1, steps: 2})
+
+	_, stderr, err := runCLI(t, "train", "--config", job, "--device", "cuda")
+	if err == nil {
+		t.Skip("this host has CUDA device 0")
+	}
+	requireExitCode(t, err, 1)
+	if device.CUDABuilt {
+		// The node of rank 0 fails, and "cuda" puts rank 0 on GPU 0.
+		assert.Contains(t, stderr, "--device cuda:0: ")
+	} else {
+		assert.Contains(t, stderr, "--device cuda: this ringtune binary was built with -tags nocuda")
+	}
+}
+
 // listCheckpointSteps returns the steps of the complete checkpoints of an output folder.
 func listCheckpointSteps(output string) ([]int, error) {
 	entries, err := os.ReadDir(filepath.Join(output, "checkpoints"))
@@ -686,4 +738,71 @@ func TestCoordinatorSIGTERMStopsNodes(t *testing.T) {
 	require.NotEmpty(t, steps, "no checkpoint after SIGTERM")
 	lines := readMetrics(t, out)
 	assert.Equal(t, lines[len(lines)-1].Step, steps[len(steps)-1])
+}
+
+func TestTrainSurvivesKilledNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	trainPath := writeTrainData(t, dir, 80)
+	const steps = 120
+	spec := trainJob{mode: "full", base: base, train: trainPath, nodes: 3, micro: 1, accum: 1, steps: steps, checkpoint: 50}
+
+	// An undisturbed run for reference.
+	whole := spec
+	whole.output = filepath.Join(dir, "whole")
+	runTrainCLI(t, writeTrainJob(t, dir, whole))
+	want := readTensors(t, filepath.Join(whole.output, "model"))
+
+	for _, killedRank := range []int{2, 0} {
+		t.Run(fmt.Sprintf("rank %d", killedRank), func(t *testing.T) {
+			run := spec
+			run.output = filepath.Join(dir, fmt.Sprintf("killed-%d", killedRank))
+			job := writeTrainJob(t, dir, run)
+			cmd := exec.Command(ringtuneBin, "train", "--config", job, "--set", "cluster.max_restarts=1")
+			cmd.Env = append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn")
+			stderr := &syncWriter{}
+			cmd.Stderr = stderr
+			require.NoError(t, cmd.Start())
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+			// Kill the rank once the job has run a few steps.
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				if lines, err := os.ReadFile(filepath.Join(run.output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 5 {
+					break
+				}
+				require.False(t, time.Now().After(deadline), "the job did not reach step 5 within 60 s; stderr:\n%s", stderr)
+				time.Sleep(10 * time.Millisecond)
+			}
+			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
+			require.NotZero(t, pid, "no process of rank %d", killedRank)
+			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+
+			select {
+			case err := <-done:
+				require.NoError(t, err, "train failed after rank %d was killed; stderr:\n%s", killedRank, stderr)
+			case <-time.After(120 * time.Second):
+				t.Fatalf("train did not finish within 120 s of the kill; stderr:\n%s", stderr)
+			}
+			assert.Contains(t, stderr.String(), "starting a replacement")
+
+			// The replacement took a survivor's state, so the result equals
+			// the undisturbed run's.
+			assertTensorsClose(t, want, readTensors(t, filepath.Join(run.output, "model")), 0)
+			lines := readMetrics(t, run.output)
+			require.NotEmpty(t, lines)
+			assert.Equal(t, steps, lines[len(lines)-1].Step)
+			for i := 1; i < len(lines); i++ {
+				assert.Greater(t, lines[i].Step, lines[i-1].Step, "metrics.jsonl steps must increase")
+			}
+			coordLog, err := os.ReadFile(filepath.Join(run.output, "logs", "coordinator.log"))
+			require.NoError(t, err)
+			assert.Contains(t, string(coordLog), "re-forming the ring")
+		})
+	}
 }

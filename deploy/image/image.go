@@ -41,7 +41,8 @@ const (
 
 // Options describe the image to build.
 type Options struct {
-	// Binary is the content of a statically linked linux ringtune binary.
+	// Binary is the content of a statically linked linux ringtune binary,
+	// which only a build with -tags nocuda is (see InspectBinary).
 	Binary []byte
 	// Architecture is the image's GOARCH (amd64, arm64). Empty takes it from
 	// the binary's ELF header.
@@ -195,11 +196,13 @@ func rootFS(binary []byte, mtime time.Time) ([]byte, error) {
 
 // InspectBinary checks that content is a statically linked linux ELF
 // executable, because the image has no C library or dynamic loader, and
-// returns its GOARCH.
+// returns its GOARCH. A ringtune binary is static only when built with
+// CGO_ENABLED=0 and -tags nocuda: the CUDA backend loads its libraries with
+// dlopen, which links libc dynamically even without cgo.
 func InspectBinary(content []byte) (string, error) {
 	f, err := elf.NewFile(bytes.NewReader(content))
 	if err != nil {
-		return "", fmt.Errorf("the binary is not an ELF executable (%v): build it for linux with 'CGO_ENABLED=0 GOOS=linux go build -o bin/ringtune ./cmd/ringtune'", err)
+		return "", fmt.Errorf("the binary is not an ELF executable (%v): build it for linux with 'CGO_ENABLED=0 GOOS=linux go build -tags nocuda -o bin/ringtune-static ./cmd/ringtune'", err)
 	}
 	defer f.Close()
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
@@ -207,7 +210,7 @@ func InspectBinary(content []byte) (string, error) {
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return "", errors.New("the binary is dynamically linked, and the image has no C library: build it with CGO_ENABLED=0")
+			return "", errors.New("the binary is dynamically linked, and the image has no C library: build the static CPU-only binary with CGO_ENABLED=0 and -tags nocuda (make build-static), or use the cuda target of deploy/Dockerfile for the CUDA build")
 		}
 	}
 	switch f.Machine {

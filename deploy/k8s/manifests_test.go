@@ -503,6 +503,10 @@ func checkKustomization(t *testing.T, dir string, nodes int) *manifests {
 		spec := nodeJob.Spec
 		require.NotNil(t, spec.BackoffLimitPerIndex, "a failed node pod should be replaced")
 		assert.GreaterOrEqual(t, *spec.BackoffLimitPerIndex, int32(1))
+		cfg := parseJobConfig(t, m, nodeJob, node)
+		assert.GreaterOrEqual(t, int(*spec.BackoffLimitPerIndex), cfg.Cluster.MaxRestarts,
+			"each ring re-formation needs a replacement pod of the lost index")
+		assert.Positive(t, cfg.Cluster.MaxRestarts, "a lost node pod should not fail the job")
 		assert.Equal(t, corev1.RestartPolicyNever, spec.Template.Spec.RestartPolicy, "backoffLimitPerIndex replaces pods")
 		assert.Equal(t, corev1.RestartPolicyNever, coordJob.Spec.Template.Spec.RestartPolicy)
 		for _, job := range []*batchv1.Job{nodeJob, coordJob} {

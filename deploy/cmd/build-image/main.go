@@ -1,8 +1,9 @@
-// Command build-image writes the ringtune container image as an OCI image
-// layout, without a container daemon:
+// Command build-image writes the static CPU-only ringtune container image as
+// an OCI image layout, without a container daemon. The image has no C library,
+// so it takes the static binary of -tags nocuda, which rejects --device cuda:
 //
-//	CGO_ENABLED=0 GOOS=linux go build -trimpath -o bin/ringtune ./cmd/ringtune
-//	go run ./deploy/cmd/build-image --binary bin/ringtune --out out/image --version v0.1.0
+//	CGO_ENABLED=0 GOOS=linux go build -trimpath -tags nocuda -o bin/ringtune-static ./cmd/ringtune
+//	go run ./deploy/cmd/build-image --binary bin/ringtune-static --out out/image --version v0.1.0
 //
 // Push the layout with `crane push out/image REGISTRY/ringtune:TAG` or
 // `skopeo copy oci:out/image:ringtune:v0.1.0 docker://REGISTRY/ringtune:TAG`.
@@ -28,7 +29,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("build-image", flag.ContinueOnError)
-	binary := fs.String("binary", "bin/ringtune", "static linux ringtune `FILE` to put at "+image.BinaryPath)
+	binary := fs.String("binary", "bin/ringtune-static", "static linux ringtune `FILE` (built with -tags nocuda, as by make build-static) to put at "+image.BinaryPath)
 	out := fs.String("out", "out/image", "`DIR` of the OCI image layout to write; it must not exist or be empty")
 	version := fs.String("version", "dev", "image version: the org.opencontainers.image.version label and the tag in --ref")
 	ref := fs.String("ref", "", "`NAME` of the image in the layout's index.json (default: ringtune:VERSION)")

@@ -29,6 +29,10 @@ const (
 	JobEventKind_JOB_EVENT_KIND_FAILED JobEventKind = 1
 	// The last step completed. Nodes finish and exit.
 	JobEventKind_JOB_EVENT_KIND_DONE JobEventKind = 2
+	// A rank was lost and the coordinator re-forms the ring under a new
+	// generation. Nodes abandon the step in progress and join again with the
+	// state of the last step they completed; rank and reason name the loss.
+	JobEventKind_JOB_EVENT_KIND_REFORM JobEventKind = 3
 )
 
 // Enum value maps for JobEventKind.
@@ -37,11 +41,13 @@ var (
 		0: "JOB_EVENT_KIND_UNSPECIFIED",
 		1: "JOB_EVENT_KIND_FAILED",
 		2: "JOB_EVENT_KIND_DONE",
+		3: "JOB_EVENT_KIND_REFORM",
 	}
 	JobEventKind_value = map[string]int32{
 		"JOB_EVENT_KIND_UNSPECIFIED": 0,
 		"JOB_EVENT_KIND_FAILED":      1,
 		"JOB_EVENT_KIND_DONE":        2,
+		"JOB_EVENT_KIND_REFORM":      3,
 	}
 )
 
@@ -153,6 +159,14 @@ type JoinRequest struct {
 	Fingerprint   *Fingerprint `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	// host:port of the node's membership (gossip) listener.
 	GossipAddress string `protobuf:"bytes,6,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// Set when the node holds the training state of a step it completed: a
+	// survivor that joins again after the coordinator re-formed the ring.
+	HasState bool `protobuf:"varint,7,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	// The last step this node completed; read only with has_state.
+	CompletedStep int32 `protobuf:"varint,8,opt,name=completed_step,json=completedStep,proto3" json:"completed_step,omitempty"`
+	// The node's trainer state after completed_step, as JSON (sampler position,
+	// dropout step, optimizer step); read only with has_state.
+	TrainerState  []byte `protobuf:"bytes,9,opt,name=trainer_state,json=trainerState,proto3" json:"trainer_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +241,27 @@ func (x *JoinRequest) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetHasState() bool {
+	if x != nil {
+		return x.HasState
+	}
+	return false
+}
+
+func (x *JoinRequest) GetCompletedStep() int32 {
+	if x != nil {
+		return x.CompletedStep
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetTrainerState() []byte {
+	if x != nil {
+		return x.TrainerState
+	}
+	return nil
 }
 
 // ShardPlan is the input from which a rank computes its share of the data.
@@ -304,7 +339,14 @@ type JoinResponse struct {
 	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	// Last step completed before this run: 0 for a new job, the checkpoint's step
 	// for a resumed one. The first step report is for start_step + 1.
-	StartStep     int32 `protobuf:"varint,8,opt,name=start_step,json=startStep,proto3" json:"start_step,omitempty"`
+	StartStep int32 `protobuf:"varint,8,opt,name=start_step,json=startStep,proto3" json:"start_step,omitempty"`
+	// The rank whose weights and optimizer state every rank takes by broadcast
+	// before training, with trainer_state, after the ring was re-formed; -1 when
+	// each rank loads its start state itself (a new or resumed job).
+	SourceRank int32 `protobuf:"varint,9,opt,name=source_rank,json=sourceRank,proto3" json:"source_rank,omitempty"`
+	// The source rank's trainer state after start_step, as JSON; empty when
+	// source_rank is -1.
+	TrainerState  []byte `protobuf:"bytes,10,opt,name=trainer_state,json=trainerState,proto3" json:"trainer_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +435,20 @@ func (x *JoinResponse) GetStartStep() int32 {
 		return x.StartStep
 	}
 	return 0
+}
+
+func (x *JoinResponse) GetSourceRank() int32 {
+	if x != nil {
+		return x.SourceRank
+	}
+	return 0
+}
+
+func (x *JoinResponse) GetTrainerState() []byte {
+	if x != nil {
+		return x.TrainerState
+	}
+	return nil
 }
 
 type StepReport struct {
@@ -852,7 +908,11 @@ type LeaveRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Empty for a clean exit, otherwise the node's error.
-	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// Set when the node was stopped from outside (a signal, such as Kubernetes'
+	// SIGTERM before it replaces a pod) rather than by an error of its own, so
+	// that the coordinator waits for a replacement instead of failing the job.
+	Restart       bool `protobuf:"varint,3,opt,name=restart,proto3" json:"restart,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,6 +959,13 @@ func (x *LeaveRequest) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *LeaveRequest) GetRestart() bool {
+	if x != nil {
+		return x.Restart
+	}
+	return false
 }
 
 type LeaveResponse struct {
@@ -948,19 +1015,22 @@ const file_ringtune_v1_coordinator_proto_rawDesc = "" +
 	"configHash\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x03 \x01(\tR\tmodelHash\x12!\n" +
-	"\fdataset_hash\x18\x04 \x01(\tR\vdatasetHash\"\xe1\x01\n" +
+	"\fdataset_hash\x18\x04 \x01(\tR\vdatasetHash\"\xca\x02\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12%\n" +
 	"\x0erequested_rank\x18\x04 \x01(\x05R\rrequestedRank\x12:\n" +
 	"\vfingerprint\x18\x05 \x01(\v2\x18.ringtune.v1.FingerprintR\vfingerprint\x12%\n" +
-	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\"T\n" +
+	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\x12\x1b\n" +
+	"\thas_state\x18\a \x01(\bR\bhasState\x12%\n" +
+	"\x0ecompleted_step\x18\b \x01(\x05R\rcompletedStep\x12#\n" +
+	"\rtrainer_state\x18\t \x01(\fR\ftrainerState\"T\n" +
 	"\tShardPlan\x12\x12\n" +
 	"\x04seed\x18\x01 \x01(\x04R\x04seed\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x12\x1d\n" +
 	"\n" +
-	"world_size\x18\x03 \x01(\x05R\tworldSize\"\x8a\x02\n" +
+	"world_size\x18\x03 \x01(\x05R\tworldSize\"\xd0\x02\n" +
 	"\fJoinResponse\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x1d\n" +
 	"\n" +
@@ -974,7 +1044,11 @@ const file_ringtune_v1_coordinator_proto_rawDesc = "" +
 	"totalSteps\x12%\n" +
 	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x12\x1d\n" +
 	"\n" +
-	"start_step\x18\b \x01(\x05R\tstartStep\"\x9f\x03\n" +
+	"start_step\x18\b \x01(\x05R\tstartStep\x12\x1f\n" +
+	"\vsource_rank\x18\t \x01(\x05R\n" +
+	"sourceRank\x12#\n" +
+	"\rtrainer_state\x18\n" +
+	" \x01(\fR\ftrainerState\"\x9f\x03\n" +
 	"\n" +
 	"StepReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -1025,15 +1099,17 @@ const file_ringtune_v1_coordinator_proto_rawDesc = "" +
 	"generation\x12\x12\n" +
 	"\x04rank\x18\x03 \x01(\x05R\x04rank\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
-	"\x04step\x18\x05 \x01(\x05R\x04step\"=\n" +
+	"\x04step\x18\x05 \x01(\x05R\x04step\"W\n" +
 	"\fLeaveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x0f\n" +
-	"\rLeaveResponse*b\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x18\n" +
+	"\arestart\x18\x03 \x01(\bR\arestart\"\x0f\n" +
+	"\rLeaveResponse*}\n" +
 	"\fJobEventKind\x12\x1e\n" +
 	"\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15JOB_EVENT_KIND_FAILED\x10\x01\x12\x17\n" +
-	"\x13JOB_EVENT_KIND_DONE\x10\x022\x85\x02\n" +
+	"\x13JOB_EVENT_KIND_DONE\x10\x02\x12\x19\n" +
+	"\x15JOB_EVENT_KIND_REFORM\x10\x032\x85\x02\n" +
 	"\vCoordinator\x12;\n" +
 	"\x04Join\x12\x18.ringtune.v1.JoinRequest\x1a\x19.ringtune.v1.JoinResponse\x12<\n" +
 	"\x06Report\x12\x17.ringtune.v1.StepReport\x1a\x19.ringtune.v1.StepDecision\x12;\n" +

@@ -3,6 +3,12 @@
 // and without CUDA. It is the only package that touches the C libraries, so a cgo
 // binding could replace it without changing the kernels.
 //
+// NVRTC loads on its own (FindNVRTC, LoadNVRTC), without the driver, cuBLAS or a
+// GPU, so kernels compile in CI. Open loads all three libraries and returns a
+// Context: one device with a compute stream and a cuBLAS handle. Every Context
+// method makes the context current on the calling OS thread itself, so callers
+// need not lock goroutines to threads (see Context).
+//
 // Importing it makes a CGO_ENABLED=0 binary link libc dynamically, because
 // purego's dlopen needs the system's dynamic loader.
 package cudalib
@@ -26,18 +32,24 @@ type Library struct {
 // releases; NVRTC and cuBLAS carry the CUDA major version (13, 12 or 11) in
 // theirs, and NVRTC 11.2 to 11.8 is libnvrtc.so.11.2.
 var (
-	Driver = Library{Name: "CUDA driver", Files: []string{"libcuda.so.1", "libcuda.so"}}
-	NVRTC  = Library{Name: "NVRTC", Files: []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"}}
-	CuBLAS = Library{Name: "cuBLAS", Files: []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"}}
+	DriverLibrary = Library{Name: "CUDA driver", Files: []string{"libcuda.so.1", "libcuda.so"}}
+	NVRTCLibrary  = Library{Name: "NVRTC", Files: []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"}}
+	CuBLASLibrary = Library{Name: "cuBLAS", Files: []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"}}
 )
 
 // Libraries are the three libraries in the order they load.
-var Libraries = []Library{Driver, NVRTC, CuBLAS}
+var Libraries = []Library{DriverLibrary, NVRTCLibrary, CuBLASLibrary}
 
-// SearchDirs returns the folders searched for the libraries, in order:
-// LD_LIBRARY_PATH, $CUDA_PATH/lib64 and $CUDA_PATH/lib, the usual install
-// folders of the CUDA toolkit (/usr/local/cuda and /usr/local/cuda-*, newest
-// version first), the distributions' library folders and WSL's driver folder.
+// SearchDirs returns the folders searched for the libraries, in this order:
+//   - RINGTUNE_NVRTC_PATH and LD_LIBRARY_PATH, each a colon-separated list;
+//   - $CUDA_PATH/lib64 and $CUDA_PATH/lib;
+//   - the CUDA toolkit's usual folders, /usr/local/cuda and then /usr/local/cuda-*,
+//     newest version first;
+//   - the distributions' library folders and WSL's driver folder;
+//   - last, the default folder of scripts/install-nvrtc.sh:
+//     $RINGTUNE_CACHE/nvrtc/lib, or ~/.cache/ringtune/nvrtc/lib when RINGTUNE_CACHE
+//     is unset.
+//
 // getenv reads the environment; os.Getenv in production.
 func SearchDirs(getenv func(string) string) []string {
 	var dirs []string
@@ -45,6 +57,9 @@ func SearchDirs(getenv func(string) string) []string {
 		if dir != "" && !slices.Contains(dirs, dir) {
 			dirs = append(dirs, dir)
 		}
+	}
+	for _, dir := range filepath.SplitList(getenv("RINGTUNE_NVRTC_PATH")) {
+		add(dir)
 	}
 	for _, dir := range filepath.SplitList(getenv("LD_LIBRARY_PATH")) {
 		add(dir)
@@ -62,7 +77,22 @@ func SearchDirs(getenv func(string) string) []string {
 	for _, dir := range []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/lib/wsl/lib"} {
 		add(dir)
 	}
+	add(nvrtcInstallDir(getenv))
 	return dirs
+}
+
+// nvrtcInstallDir returns the default folder of scripts/install-nvrtc.sh, or ""
+// when neither RINGTUNE_CACHE nor HOME is set.
+func nvrtcInstallDir(getenv func(string) string) string {
+	cache := getenv("RINGTUNE_CACHE")
+	if cache == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		cache = filepath.Join(home, ".cache", "ringtune")
+	}
+	return filepath.Join(cache, "nvrtc", "lib")
 }
 
 // compareVersionedDirs orders /usr/local/cuda-X.Y folders newest first.
@@ -98,8 +128,12 @@ func (e *MissingError) Error() string {
 	for _, lib := range e.Missing {
 		names = append(names, fmt.Sprintf("%s (%s)", lib.Name, strings.Join(lib.Files, ", ")))
 	}
-	return fmt.Sprintf("CUDA is not available: %s not found in %s; install the NVIDIA driver and the CUDA toolkit's NVRTC and cuBLAS (CUDA 11.2 or later), or point CUDA_PATH or LD_LIBRARY_PATH at them",
-		strings.Join(names, " and "), strings.Join(e.Dirs, ":"))
+	hint := "install the NVIDIA driver and the CUDA toolkit's NVRTC and cuBLAS (CUDA 11.2 or later), or point CUDA_PATH or LD_LIBRARY_PATH at them"
+	if len(e.Missing) == 1 && e.Missing[0].Name == NVRTCLibrary.Name {
+		hint = "install the CUDA toolkit's NVRTC (CUDA 11.2 or later), or run scripts/install-nvrtc.sh and set RINGTUNE_NVRTC_PATH to the folder it prints"
+	}
+	return fmt.Sprintf("CUDA is not available: %s not found in %s; %s",
+		strings.Join(names, " and "), strings.Join(e.Dirs, ":"), hint)
 }
 
 // Find returns the first existing file of each library in dirs. A library that

@@ -47,9 +47,9 @@ func TestFindPrefersNewestSoname(t *testing.T) {
 
 	paths, err := Find(Libraries, []string{first, second})
 	require.NoError(t, err)
-	assert.Equal(t, driver, paths[Driver.Name])
-	assert.Equal(t, nvrtc13, paths[NVRTC.Name], "a newer soname wins over an earlier folder")
-	assert.Equal(t, cublas, paths[CuBLAS.Name], "with equal sonames the earlier folder wins")
+	assert.Equal(t, driver, paths[DriverLibrary.Name])
+	assert.Equal(t, nvrtc13, paths[NVRTCLibrary.Name], "a newer soname wins over an earlier folder")
+	assert.Equal(t, cublas, paths[CuBLASLibrary.Name], "with equal sonames the earlier folder wins")
 }
 
 func TestFindNamesMissingLibraries(t *testing.T) {
@@ -60,10 +60,33 @@ func TestFindNamesMissingLibraries(t *testing.T) {
 	paths, err := Find(Libraries, []string{dir})
 	var missing *MissingError
 	require.True(t, errors.As(err, &missing), "err = %v", err)
-	assert.Equal(t, []Library{NVRTC, CuBLAS}, missing.Missing)
+	assert.Equal(t, []Library{NVRTCLibrary, CuBLASLibrary}, missing.Missing)
 	assert.Contains(t, err.Error(), "NVRTC (libnvrtc.so.13, libnvrtc.so.12, libnvrtc.so.11.2, libnvrtc.so)")
 	assert.Contains(t, err.Error(), "cuBLAS")
 	assert.Contains(t, err.Error(), dir)
 	assert.Contains(t, err.Error(), "CUDA_PATH")
-	assert.Equal(t, filepath.Join(dir, "libcuda.so.1"), paths[Driver.Name])
+	assert.Equal(t, filepath.Join(dir, "libcuda.so.1"), paths[DriverLibrary.Name])
+}
+
+func TestSearchDirsNVRTCFolders(t *testing.T) {
+	env := map[string]string{"RINGTUNE_NVRTC_PATH": "/nvrtc:/more", "LD_LIBRARY_PATH": "/a", "HOME": "/home/u"}
+	dirs := SearchDirs(func(k string) string { return env[k] })
+	require.GreaterOrEqual(t, len(dirs), 3)
+	assert.Equal(t, []string{"/nvrtc", "/more", "/a"}, dirs[:3], "RINGTUNE_NVRTC_PATH comes first")
+	assert.Equal(t, "/home/u/.cache/ringtune/nvrtc/lib", dirs[len(dirs)-1], "the install script's default folder comes last")
+
+	env["RINGTUNE_CACHE"] = "/cache"
+	dirs = SearchDirs(func(k string) string { return env[k] })
+	assert.Equal(t, "/cache/nvrtc/lib", dirs[len(dirs)-1])
+
+	dirs = SearchDirs(func(string) string { return "" })
+	assert.NotContains(t, dirs, "", "without HOME or RINGTUNE_CACHE there is no default folder")
+	assert.NotContains(t, dirs, filepath.Join(".cache", "ringtune", "nvrtc", "lib"))
+}
+
+func TestMissingNVRTCNamesInstallScript(t *testing.T) {
+	_, err := Find([]Library{NVRTCLibrary}, []string{t.TempDir()})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "scripts/install-nvrtc.sh")
+	assert.Contains(t, err.Error(), "RINGTUNE_NVRTC_PATH")
 }

@@ -21,7 +21,7 @@ func TestLoadRejectsNonLibrary(t *testing.T) {
 	}
 	_, err := Load(paths)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), paths[Driver.Name])
+	assert.Contains(t, err.Error(), paths[DriverLibrary.Name])
 	assert.Contains(t, err.Error(), "CUDA driver")
 }
 
@@ -31,9 +31,14 @@ func TestLoadFindsDevices(t *testing.T) {
 		t.Skipf("no CUDA here, so the device query is not run: %v", err)
 	}
 	libs, err := Load(paths)
-	require.NoError(t, err)
+	require.NoError(t, err, "the libraries export every entry point the binding resolves")
+	major, minor, patch, err := libs.CuBLASVersion()
+	require.NoError(t, err, "cublasGetProperty needs no GPU")
+	assert.GreaterOrEqual(t, major, 11, "cuBLAS %d.%d.%d", major, minor, patch)
+
 	version, devices, err := libs.Devices()
 	if err != nil {
+		assert.Contains(t, err.Error(), "CUDA_ERROR_", "the driver names its error")
 		t.Skipf("the CUDA libraries load, but no device is usable: %v", err)
 	}
 	assert.GreaterOrEqual(t, version, 11020, "CUDA 11.2 or later")

@@ -1,0 +1,13 @@
+//go:build nocuda
+
+package device
+
+import "github.com/ringtune/ringtune/kernels"
+
+// CUDABuilt reports whether this binary contains the CUDA backend, which the
+// nocuda build tag leaves out.
+const CUDABuilt = false
+
+func openCUDA(int, Options) (kernels.Backend, error) {
+	return nil, errNoCUDA
+}
