@@ -4,7 +4,7 @@ BIN       := bin
 TOOLBIN   := $(CURDIR)/.tools
 PROTO_SRC := $(wildcard proto/ringtune/v1/*.proto)
 
-.PHONY: all build build-static test test-short demo proto proto-check lint fuzz bench bench-peers bench-tokenizer tokenizer-cache clean
+.PHONY: all build build-static gpu-bin test test-short demo proto proto-check lint fuzz bench bench-peers bench-tokenizer tokenizer-cache clean
 
 all: build
 
@@ -17,6 +17,13 @@ build:
 # without a C library, as in the image of deploy/cmd/build-image.
 build-static:
 	CGO_ENABLED=0 $(GO) build -tags nocuda -o $(BIN)/ringtune-static ./cmd/ringtune
+
+# Test binaries of the CUDA backend for a GPU machine without a Go toolchain, which
+# scripts/gpu-check.sh runs there.
+gpu-bin:
+	mkdir -p gpu-bin
+	CGO_ENABLED=0 $(GO) test -c -o gpu-bin/cuda.test ./kernels/cuda
+	CGO_ENABLED=0 $(GO) test -c -o gpu-bin/cudalib.test ./kernels/cuda/internal/cudalib
 
 # Plugins come from the versions pinned by the tool directives in go.mod; protoc is
 # Debian's (3.21.12 on Debian 12), which .ci/run installs.

@@ -328,7 +328,7 @@ type stepLoop struct {
 }
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
-	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), EvalLoss: math.NaN()}
+	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), Steps: startStep, EvalLoss: math.NaN()}
 	if startStep == 0 && l.job.Eval.AtStart && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
 		line := MetricsLine{Step: 0, Time: time.Now().UTC().Format(time.RFC3339Nano)}
 		if err := l.evaluate(ctx, 0, &line); err != nil {

@@ -19,13 +19,25 @@
 # runs on Debian, and on Ubuntu with the debian-archive-keyring package installed.
 #
 # Environment:
-#   RINGTUNE_DEBIAN_MIRROR   Debian mirror (default http://deb.debian.org/debian)
+#   RINGTUNE_DEBIAN_MIRROR   Debian mirror (default: the first Debian archive in the
+#                            system's apt sources that is not a security archive)
 #   RINGTUNE_DEBIAN_KEYRING  keyring that signs it (default /usr/share/keyrings/debian-archive-keyring.gpg)
 set -euo pipefail
 
 cache="${RINGTUNE_CACHE:-${HOME}/.cache/ringtune}"
 prefix="${1:-${cache}/nvrtc}"
-mirror="${RINGTUNE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+mirror="${RINGTUNE_DEBIAN_MIRROR:-}"
+if [[ -z "${mirror}" ]]; then
+  # deb822 sources (URIs: ...) first, then one-line sources (deb URI suite ...).
+  mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+  if [[ -z "${mirror}" ]]; then
+    mirror="$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | sed -E 's/\[[^]]*\] //' | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+  fi
+  if [[ -z "${mirror}" ]]; then
+    echo "install-nvrtc.sh: no Debian archive found in the apt sources: set RINGTUNE_DEBIAN_MIRROR to a Debian mirror URL." >&2
+    exit 1
+  fi
+fi
 keyring="${RINGTUNE_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 packages=(libnvrtc11.2 libnvrtc-builtins11.8)
 

@@ -152,6 +152,7 @@ func TestBenchCommTableRatiosAndChart(t *testing.T) {
 }
 
 func TestBenchCommBadFlags(t *testing.T) {
+	missingDir := filepath.Join(t.TempDir(), "missing")
 	cases := []struct {
 		args []string
 		want string
@@ -172,7 +173,7 @@ func TestBenchCommBadFlags(t *testing.T) {
 		{[]string{"--link-gbps", "NaN"}, "--link-gbps is NaN"},
 		{[]string{"--project-gbps", "inf"}, "--project-gbps has +Inf"},
 		{[]string{"--compute-s", "NaN"}, "--compute-s is NaN"},
-		{[]string{"--chart", "/nonexistent/x.png"}, "does not exist"},
+		{[]string{"--chart", filepath.Join(missingDir, "x.png")}, "does not exist"},
 	}
 	for _, tc := range cases {
 		_, stderr, err := runCLI(t, append([]string{"bench", "comm", "--model", "tiny"}, tc.args...)...)

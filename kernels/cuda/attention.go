@@ -11,6 +11,10 @@ import (
 
 // The attention kernels (kernels/attention.cu) work on tiles of
 // attentionTile queries and keys with attentionThreads threads per block.
+//
+// NOTE: they multiply in fp32 on CUDA cores, not on tensor cores, so they
+// reach a fraction of the GEMMs' rate; BenchmarkAttention measures it. A
+// decoding step (Tq = 1) keeps one of a block's four warps busy.
 const (
 	attentionTile    = 32
 	attentionThreads = 128
@@ -19,8 +23,8 @@ const (
 // attentionBuild returns the index in attentionBuilds of the smallest build
 // that covers head size hs. It panics for a head size above the largest.
 //
-// NOTE: kernels/cpu takes any even head size; the kernels here stop at 256,
-// which covers Qwen3 (128) and the usual 64.
+// NOTE: kernels/cpu takes any even head size, but the kernels here stop at
+// 256, which covers Qwen3 (128) and the usual 64.
 func attentionBuild(op string, hs int) int {
 	for i, maxHS := range attentionBuilds {
 		if hs <= maxHS {
@@ -33,17 +37,26 @@ func attentionBuild(op string, hs int) int {
 
 // Shared memory of the kernels, in bytes, for head size hs. They match the
 // layouts in kernels/attention.cu.
+// HSP is hs rounded up to a multiple of 4, and tiles that lanes read by row
+// have 4 floats of padding per row.
 func attentionForwardShared(hs int) int {
-	return 4 * attentionTile * (3*hs + 1)
+	hsp := paddedHeadSize(hs)
+	return 4 * attentionTile * (hsp + (hsp + 4) + hs)
 }
 
 func attentionDQShared(hs int) int {
-	return 4 * attentionTile * (4*hs + 2)
+	hsp := paddedHeadSize(hs)
+	return 4 * attentionTile * (2*hsp + 2*(hsp+4))
 }
 
 func attentionDKDVShared(hs int) int {
-	return 4*attentionTile*(4*hs+2) + 4*4*attentionTile
+	hsp := paddedHeadSize(hs)
+	return 4*attentionTile*(2*hsp+2*(hsp+4)) + 4*4*attentionTile
 }
+
+// paddedHeadSize returns hs rounded up to a multiple of 4, as
+// padded_head_size in kernels/attention.cu.
+func paddedHeadSize(hs int) int { return (hs + 3) &^ 3 }
 
 // attentionScale returns 1/sqrt(HS) as kernels/cpu rounds it.
 func attentionScale(hs int) float32 {

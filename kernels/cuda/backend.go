@@ -40,6 +40,7 @@ type Backend struct {
 	ceChunkRows int
 
 	fn        functions
+	modules   []*cudalib.Module
 	maxShared map[string]int // the dynamic shared memory each kernel was opted into
 
 	// errFlag is one int32 on the device that kernels set bits of when they
@@ -58,6 +59,10 @@ var (
 	_ kernels.HostStager = (*Backend)(nil)
 )
 
+// openContext opens a device. The tests replace it to run the backend on an
+// emulated device when no GPU is present.
+var openContext = cudalib.Open
+
 // New opens device opts.Device, compiles the kernels for it (or loads them
 // from the cache) and returns the backend. It fails when CUDA, NVRTC or
 // cuBLAS is missing, naming what to install.
@@ -74,40 +79,52 @@ func New(opts Options) (*Backend, error) {
 		ceRows = defaultCrossEntropyChunkRows
 	}
 
-	ctx, err := cudalib.Open(opts.Device)
+	ctx, err := openContext(opts.Device)
 	if err != nil {
 		return nil, fmt.Errorf("kernels/cuda: open device %d: %w", opts.Device, err)
 	}
-	b := &Backend{
-		ctx:         ctx,
-		device:      ctx.Device(),
-		compute:     ctx.Stream(),
-		strictFP32:  opts.StrictFP32,
-		ceChunkRows: ceRows,
-		maxShared:   map[string]int{},
-		scratch:     map[scratchSlot]*deviceScratch{},
-		invFreqs:    map[ropeKey]cudalib.DevicePtr{},
-	}
+	b := newBackend(ctx, opts.StrictFP32, ceRows)
 	if err := b.init(opts.CacheDir); err != nil {
-		ctx.Close()
-		return nil, err
+		return nil, errors.Join(err, b.Close())
 	}
 	return b, nil
 }
 
+// newBackend returns a backend on ctx without streams, kernels or memory of
+// its own yet.
+func newBackend(ctx *cudalib.Context, strictFP32 bool, ceChunkRows int) *Backend {
+	return &Backend{
+		ctx:         ctx,
+		device:      ctx.Device(),
+		compute:     ctx.Stream(),
+		strictFP32:  strictFP32,
+		ceChunkRows: ceChunkRows,
+		maxShared:   map[string]int{},
+		scratch:     map[scratchSlot]*deviceScratch{},
+		invFreqs:    map[ropeKey]cudalib.DevicePtr{},
+	}
+}
+
+// init checks the device, creates the copy stream and the error flag, and
+// loads the kernels.
 func (b *Backend) init(cacheDir string) error {
 	if b.device.Major < 8 {
 		return fmt.Errorf("kernels/cuda: device %d (%s) has compute capability %d.%d, but the kernels need 8.0 or later (A100, H100 and newer)",
 			b.device.Ordinal, b.device.Name, b.device.Major, b.device.Minor)
 	}
+	if err := b.initStreamAndFlag(); err != nil {
+		return err
+	}
+	return b.loadKernels(cacheDir)
+}
+
+// initStreamAndFlag creates the copy stream and the device error flag.
+func (b *Backend) initStreamAndFlag() error {
 	copyStream, err := b.ctx.NewStream()
 	if err != nil {
 		return fmt.Errorf("kernels/cuda: create the copy stream: %w", err)
 	}
 	b.copy = copyStream
-	if err := b.loadKernels(cacheDir); err != nil {
-		return err
-	}
 	flag, err := b.ctx.MemAlloc(4)
 	if err != nil {
 		return fmt.Errorf("kernels/cuda: allocate the device error flag: %w", err)
@@ -125,15 +142,35 @@ func (b *Backend) Name() string { return "cuda" }
 // Device returns the device the backend runs on.
 func (b *Backend) Device() cudalib.Device { return b.device }
 
-// Close waits for the queued ops and releases the device memory, streams and
-// context. Buffers and pinned memory of the backend become invalid.
+// Close waits for the queued ops and releases the backend's scratch memory,
+// copy stream and context. Buffers and pinned memory of the backend become
+// invalid. The driver destroys the context with them unless another Backend
+// uses the same device.
 func (b *Backend) Close() error {
 	if b.closed {
 		return nil
 	}
 	b.closed = true
-	err := b.ctx.StreamSynchronize(b.compute)
-	return errors.Join(b.err, err, b.ctx.Close())
+	errs := []error{b.err, b.ctx.StreamSynchronize(b.compute)}
+	for _, s := range b.scratch {
+		if s.ptr != 0 {
+			errs = append(errs, b.ctx.MemFree(s.ptr))
+		}
+	}
+	for _, p := range b.invFreqs {
+		errs = append(errs, b.ctx.MemFree(p))
+	}
+	if b.errFlag != 0 {
+		errs = append(errs, b.ctx.MemFree(b.errFlag))
+	}
+	if b.copy != 0 {
+		errs = append(errs, b.ctx.DestroyStream(b.copy))
+	}
+	for _, m := range b.modules {
+		errs = append(errs, m.Unload())
+	}
+	errs = append(errs, b.ctx.Close())
+	return errors.Join(errs...)
 }
 
 // fail keeps err as the backend's pending error unless one is pending.
@@ -171,13 +208,13 @@ func (b *Backend) readErrorFlag() error {
 	}
 	var problems []error
 	if flag&errIDRange != 0 {
-		problems = append(problems, errors.New("an embedding id was out of range [0, V); its row was skipped"))
+		problems = append(problems, errors.New("an embedding id was out of range [0, V), so its row was skipped"))
 	}
 	if flag&errPosition != 0 {
-		problems = append(problems, errors.New("a RoPE position was negative; its token was left unrotated"))
+		problems = append(problems, errors.New("a RoPE position was negative, so its token was left unrotated"))
 	}
 	if flag&errSegment != 0 {
-		problems = append(problems, errors.New("a segment start was outside [0, token]; it was clamped"))
+		problems = append(problems, errors.New("a segment start was outside [0, token], so it was clamped"))
 	}
 	return fmt.Errorf("kernels/cuda: invalid element values since the last Sync (validate ids, positions and segment starts on the host): %w",
 		errors.Join(problems...))

@@ -54,6 +54,23 @@ func benchTensor(tb testing.TB, be *Backend, dtype kernels.DType, shape ...int) 
 	return x
 }
 
+// newBenchGPU returns a CUDA backend on a GPU, skipping on the emulated
+// device.
+func newBenchGPU(b *testing.B, opts Options) *Backend {
+	b.Helper()
+	requireRealGPU(b)
+	return newGPU(b, opts)
+}
+
+// benchOutput returns a zeroed F32 tensor for results, without filling it.
+func benchOutput(tb testing.TB, be *Backend, shape ...int) kernels.Tensor {
+	tb.Helper()
+	x, err := kernels.AllocTensor(be, kernels.F32, shape...)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { be.Free(x.Buffer()) })
+	return x
+}
+
 // reportTFLOPS reports flopsPerOp·b.N / elapsed in TFLOP/s.
 func reportTFLOPS(b *testing.B, flopsPerOp float64) {
 	b.ReportMetric(flopsPerOp*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
@@ -64,12 +81,12 @@ func reportTFLOPS(b *testing.B, flopsPerOp float64) {
 // without Matmul's rounding of a to bf16. Its TFLOP/s is the rate cuBLAS
 // reaches on the device, the reference for the backend's products.
 func BenchmarkGemmBF16(b *testing.B) {
-	be := newGPU(b, Options{})
+	be := newBenchGPU(b, Options{})
 	for _, s := range gemmShapes {
 		b.Run(fmt.Sprintf("%dx%dx%d", s.m, s.k, s.n), func(b *testing.B) {
 			a := benchTensor(b, be, kernels.BF16, s.m, s.k)
 			w := benchTensor(b, be, kernels.BF16, s.n, s.k) // a weight (out, in), used transposed
-			c := benchTensor(b, be, kernels.F32, s.m, s.n)
+			c := benchOutput(b, be, s.m, s.n)
 			require.NoError(b, be.Sync())
 			d := kernels.MatmulDims{M: s.m, N: s.n, K: s.k}
 			b.ResetTimer()
@@ -92,12 +109,12 @@ func BenchmarkMatmul(b *testing.B) {
 		weight kernels.DType
 	}{{"TF32", false, kernels.F32}, {"FP32", true, kernels.F32}, {"BF16", false, kernels.BF16}} {
 		b.Run(mode.name, func(b *testing.B) {
-			be := newGPU(b, Options{StrictFP32: mode.strict})
+			be := newBenchGPU(b, Options{StrictFP32: mode.strict})
 			for _, s := range gemmShapes[:3] {
 				b.Run(fmt.Sprintf("%dx%dx%d", s.m, s.k, s.n), func(b *testing.B) {
 					a := benchTensor(b, be, kernels.F32, s.m, s.k)
 					w := benchTensor(b, be, mode.weight, s.n, s.k)
-					c := benchTensor(b, be, kernels.F32, s.m, s.n)
+					c := benchOutput(b, be, s.m, s.n)
 					require.NoError(b, be.Sync())
 					b.ResetTimer()
 					for range b.N {
@@ -117,18 +134,18 @@ func BenchmarkMatmul(b *testing.B) {
 // forward, 5 backward (with the recomputed scores).
 func BenchmarkAttention(b *testing.B) {
 	const batch, seqLen, nh, nkv, hs = 4, 2048, 16, 8, 128
-	be := newGPU(b, Options{})
+	be := newBenchGPU(b, Options{})
 	q := benchTensor(b, be, kernels.F32, batch, seqLen, nh, hs)
 	k := benchTensor(b, be, kernels.F32, batch, seqLen, nkv, hs)
 	v := benchTensor(b, be, kernels.F32, batch, seqLen, nkv, hs)
 	be.Scale(q, 0.1)
 	be.Scale(k, 0.1)
-	out := benchTensor(b, be, kernels.F32, batch, seqLen, nh, hs)
-	lse := benchTensor(b, be, kernels.F32, batch, nh, seqLen)
+	out := benchOutput(b, be, batch, seqLen, nh, hs)
+	lse := benchOutput(b, be, batch, nh, seqLen)
 	dOut := benchTensor(b, be, kernels.F32, batch, seqLen, nh, hs)
-	dq := benchTensor(b, be, kernels.F32, batch, seqLen, nh, hs)
-	dk := benchTensor(b, be, kernels.F32, batch, seqLen, nkv, hs)
-	dv := benchTensor(b, be, kernels.F32, batch, seqLen, nkv, hs)
+	dq := benchOutput(b, be, batch, seqLen, nh, hs)
+	dk := benchOutput(b, be, batch, seqLen, nkv, hs)
+	dv := benchOutput(b, be, batch, seqLen, nkv, hs)
 	seg, err := kernels.AllocTensor(be, kernels.I32, batch, seqLen)
 	require.NoError(b, err)
 	pairFlops := 2 * float64(batch) * nh * seqLen * seqLen / 2 * hs // one causal (T, T)×HS product
@@ -158,13 +175,13 @@ func BenchmarkLinearCrossEntropy(b *testing.B) {
 	const n, c, v = 8192, 1024, 151936
 	for _, dtype := range []kernels.DType{kernels.F32, kernels.BF16} {
 		b.Run(dtype.String(), func(b *testing.B) {
-			be := newGPU(b, Options{})
+			be := newBenchGPU(b, Options{})
 			hidden := benchTensor(b, be, kernels.F32, n, c)
 			weight := benchTensor(b, be, dtype, v, c)
-			dHidden := benchTensor(b, be, kernels.F32, n, c)
+			dHidden := benchOutput(b, be, n, c)
 			var dWeight kernels.Tensor
 			if dtype == kernels.F32 {
-				dWeight = benchTensor(b, be, kernels.F32, v, c)
+				dWeight = benchOutput(b, be, v, c)
 			}
 			targets := make([]int32, n)
 			for i := range targets {

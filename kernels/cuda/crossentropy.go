@@ -166,6 +166,7 @@ func (b *Backend) crossEntropyPlan(d kernels.CrossEntropyDims, count int, weight
 		compute:    b.f32Compute(),
 	}
 	r := ce.chunkRows
+
 	bf16Products := false
 	if weight.DType() == kernels.BF16 {
 		if b.strictFP32 {
@@ -180,6 +181,7 @@ func (b *Backend) crossEntropyPlan(d kernels.CrossEntropyDims, count int, weight
 			bf16Products = true
 		}
 	}
+
 	ce.rows = b.scratchBytes(scratchCERows, 4*count)
 	ce.losses = b.scratchBytes(scratchCELosses, 8*count)
 	ce.hidden = b.scratchBytes(scratchCEHidden, 4*r*d.C)

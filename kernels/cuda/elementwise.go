@@ -172,7 +172,7 @@ const sumSquaresBlocks = 1024
 
 // SumSquares returns the float64 sum of squares of the tensors. Each tensor's
 // blocks write float64 partial sums, which are added here in a fixed order.
-// It returns NaN when a device call fails; Sync then returns the error.
+// It returns NaN when a device call fails, and Sync then returns the error.
 func (b *Backend) SumSquares(xs []kernels.Tensor) float64 {
 	if err := kernels.CheckSumSquares(xs); err != nil {
 		panic(err)
@@ -188,6 +188,7 @@ func (b *Backend) SumSquares(xs []kernels.Tensor) float64 {
 	if total == 0 {
 		return 0
 	}
+
 	partials := b.scratchBytes(scratchSumSquares, 8*total)
 	if partials == 0 {
 		return math.NaN()
@@ -206,6 +207,7 @@ func (b *Backend) SumSquares(xs []kernels.Tensor) float64 {
 	if b.err != nil {
 		return math.NaN()
 	}
+
 	host := make([]float64, total)
 	if err := b.ctx.MemcpyDtoH(unsafe.Pointer(&host[0]), partials, 8*total); err != nil {
 		b.fail(fmt.Errorf("kernels/cuda: SumSquares: %w", err))

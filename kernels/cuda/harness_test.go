@@ -2,8 +2,10 @@ package cuda
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -31,29 +33,71 @@ const (
 )
 
 var gpuCheck struct {
+	findOnce sync.Once
+	gpuErr   error // why no GPU is usable, or nil
+
 	once sync.Once
-	err  error
+	err  error // why neither a GPU nor the emulated device is usable, or nil
+	// emulated is set when the device tests run on the emulated device.
+	emulated bool
 }
 
-// requireGPU skips the test unless the CUDA libraries load and a device is
-// visible.
+// requireGPU skips the test unless a device is usable: a GPU, or without one
+// the emulated device (see emulatedLibs), unless RINGTUNE_CUDA_EMULATE=0.
+// On the emulated device, New runs the kernels on the CPU.
 func requireGPU(t testing.TB) {
 	t.Helper()
 	gpuCheck.once.Do(func() {
-		libs, err := cudalib.LoadAll()
-		if err != nil {
-			gpuCheck.err = err
+		if hasRealGPU() {
 			return
 		}
-		_, devices, err := libs.Devices()
-		if err == nil && len(devices) == 0 {
-			err = errNoDevice
+		gpuErr := gpuCheck.gpuErr
+		if os.Getenv("RINGTUNE_CUDA_EMULATE") == "0" {
+			gpuCheck.err = fmt.Errorf("%w (RINGTUNE_CUDA_EMULATE=0 turns off the emulated device)", gpuErr)
+			return
 		}
-		gpuCheck.err = err
+		libs, err := emulatedLibs()
+		if err != nil {
+			gpuCheck.err = fmt.Errorf("%w, and the emulated device is not available: %v", gpuErr, err)
+			return
+		}
+		openContext = libs.Open
+		gpuCheck.emulated = true
 	})
 	if gpuCheck.err != nil {
 		t.Skipf("no usable CUDA GPU, so the device tests are skipped: %v", gpuCheck.err)
 	}
+	if gpuCheck.emulated {
+		t.Log("no GPU: the test runs on the emulated device, which runs the kernels on the CPU")
+	}
+}
+
+// requireRealGPU skips the test unless it runs on a GPU, for benchmarks.
+func requireRealGPU(t testing.TB) {
+	t.Helper()
+	requireGPU(t)
+	if gpuCheck.emulated {
+		t.Skip("no GPU, and timings of the emulated device mean nothing")
+	}
+}
+
+// hasRealGPU reports whether a GPU is usable, without the emulated device.
+func hasRealGPU() bool {
+	gpuCheck.findOnce.Do(func() { gpuCheck.gpuErr = findGPU() })
+	return gpuCheck.gpuErr == nil
+}
+
+// findGPU returns nil when the CUDA libraries load and a device is visible.
+func findGPU() error {
+	libs, err := cudalib.LoadAll()
+	if err != nil {
+		return err
+	}
+	_, devices, err := libs.Devices()
+	if err == nil && len(devices) == 0 {
+		err = errNoDevice
+	}
+	return err
 }
 
 var errNoDevice = errors.New("the CUDA driver reports no device")
@@ -92,8 +136,12 @@ func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	gpu := newGPU(t, opts)
 	ref := newCPU(t, cpu.Options{CrossEntropyChunkRows: opts.CrossEntropyChunkRows})
-	return &harness{t: t, ref: ref, gpu: gpu, rng: rand.New(rand.NewPCG(1, 2))}
+	return &harness{t: t, ref: ref, gpu: gpu, rng: newTestRand()}
 }
+
+// newTestRand returns the tests' random source, fixed so that a failure
+// repeats.
+func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
 
 func (h *harness) backends() []kernels.Backend { return []kernels.Backend{h.ref, h.gpu} }
 

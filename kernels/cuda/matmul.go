@@ -19,6 +19,7 @@ func (b *Backend) Matmul(c, a, bm kernels.Tensor, transA, transB bool, alpha, be
 	_, lda := a.Matrix()
 	_, ldb := bm.Matrix()
 	cPtr, aPtr, bPtr := b.ptr(c), b.ptr(a), b.ptr(bm)
+
 	if d.M == 0 || d.N == 0 {
 		return
 	}
@@ -33,6 +34,7 @@ func (b *Backend) Matmul(c, a, bm kernels.Tensor, transA, transB bool, alpha, be
 		}
 		return
 	}
+
 	if bm.DType() == kernels.F32 {
 		b.gemm(transA, transB, d, alpha, aPtr, cudalib.R32F, lda, bPtr, cudalib.R32F, ldb, beta, cPtr, b.f32Compute())
 		return
@@ -46,6 +48,7 @@ func (b *Backend) Matmul(c, a, bm kernels.Tensor, transA, transB bool, alpha, be
 		b.gemm(transA, transB, d, alpha, aPtr, cudalib.R32F, lda, wide, cudalib.R32F, ldb, beta, cPtr, cudalib.Compute32F)
 		return
 	}
+
 	narrow := b.scratchBytes(scratchOperand, 2*a.Len())
 	if narrow == 0 {
 		return

@@ -55,9 +55,9 @@ func kernelSources() ([]kernelSource, error) {
 }
 
 // compileOptions are the NVRTC options of every kernel besides the
-// architecture. NVRTC's defaults keep IEEE division and square root and do
-// not flush denormals; they stay.
-var compileOptions = []string{"--std=c++14"}
+// architecture. NVRTC's defaults, IEEE division and square root without
+// flushing denormals, stay in force.
+var compileOptions = []string{"--std=c++17"}
 
 // functions holds every kernel the backend launches.
 type functions struct {
@@ -101,6 +101,7 @@ func (b *Backend) loadKernels(cacheDir string) error {
 			return fmt.Errorf("kernels/cuda: load the module of %s: %w", src.Name, err)
 		}
 		modules[src.Name] = module
+		b.modules = append(b.modules, module)
 	}
 
 	for _, k := range b.fn.table() {

@@ -34,7 +34,9 @@ func (b *Backend) FreePinnedF32(buf []float32) {
 // CopyToHostAsyncF32 queues the copy of src into the pinned buffer dst on the
 // copy stream, after an event that marks the ops queued so far on the
 // compute stream, so the compute stream goes on while the copy runs. wait
-// blocks on a second event recorded after the copy.
+// blocks on a second event recorded after the copy. It touches only the
+// context, whose methods are safe for concurrent use, so another goroutine
+// may call it while ops are being issued.
 func (b *Backend) CopyToHostAsyncF32(dst []float32, src kernels.Tensor) (wait func() error, err error) {
 	if err := checkHostLen("CopyToHostAsyncF32", len(dst), src, kernels.F32); err != nil {
 		return nil, err

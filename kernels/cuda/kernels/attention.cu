@@ -3,20 +3,38 @@
 // through it in tiles, so no (T, T) score matrix is ever stored. Everything
 // is fp32 on CUDA cores, as in kernels/cpu.
 //
-// Layouts: q, out, dq, dOut (B, Tq, NH, HS); k, v, dk, dv (B, Tkv, NKV, HS);
-// lse and the row dots (B, NH, Tq); segStarts (B, Tq). Query head h reads
-// key/value head h / (NH/NKV). Query t sits at position qPos0 + t and sees
-// the keys j with segStarts[b, t] ≤ j ≤ qPos0 + t (segStarts absent: 0 ≤ j).
+// Layouts: q, out, dq and dOut are (B, Tq, NH, HS). k, v, dk and dv are
+// (B, Tkv, NKV, HS). lse and the row dots are (B, NH, Tq), and segStarts is
+// (B, Tq). Query head h reads key/value head h / (NH/NKV). Query t is at
+// position qPos0 + t and attends to the keys j with
+// segStarts[b, t] ≤ j ≤ qPos0 + t (with segStarts absent, 0 ≤ j).
 //
 // Tiles are 32 queries by 32 keys. A block has 4 warps, and each warp owns 8
 // rows of its block's tile. Each kernel comes in three builds for head sizes
-// up to 64, 128 and 256 (HSC = 2, 4, 8 values per lane); HS may be any even
-// size up to the build's maximum.
+// up to 64, 128 and 256 (HSC = 2, 4, 8 values per lane), and HS may be any
+// even size up to the build's maximum.
 
 #define TILE 32
 #define ROWS_PER_WARP 8
 #define ATTN_THREADS 128
 #define NEG_INF (-__int_as_float(0x7f800000))
+
+// The dot products over HS read shared memory four floats at a time. Rows
+// of a tile are padded with zeros to HSP = HS rounded up to a multiple of 4,
+// which keeps every row 16-byte aligned and adds nothing to a dot product.
+// A tile whose rows are read by different lanes at once has a stride of
+// HSP + 4 floats. When HSP is a multiple of 8, as for head sizes 64 and 128,
+// that puts the 8 lanes of each 128-bit access phase on distinct banks.
+__device__ __forceinline__ int padded_head_size(int HS) { return (HS + 3) & ~3; }
+
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+  acc = fmaf(a.x, b.x, acc);
+  acc = fmaf(a.y, b.y, acc);
+  acc = fmaf(a.z, b.z, acc);
+  return fmaf(a.w, b.w, acc);
+}
 
 // query_range returns the visible keys [lo, hi] of query t, or lo > hi for a
 // query past the end of the tile. A segment start outside [0, position] sets
@@ -51,15 +69,16 @@ __device__ __forceinline__ int first_key(const int* segStarts, int b, int Tq, in
 }
 
 // attention_forward: grid (ceil(Tq/32), NH, B). Dynamic shared memory:
-// Q (32, HS), K (32, HS+1), V (32, HS) floats. Launch with ATTN_THREADS.
+// Q (32, HSP), K (32, HSP+4), V (32, HS) floats. Launch with ATTN_THREADS.
 template <int HSC>
 __device__ void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                                   const int* segStarts, int Tq, int Tkv, int NH, int NKV, int HS, int qPos0,
                                   float scale, int* err) {
   extern __shared__ float smem[];
+  const int HSP = padded_head_size(HS);
   float* Qs = smem;
-  float* Ks = Qs + TILE * HS;
-  float* Vs = Ks + TILE * (HS + 1);
+  float* Ks = Qs + TILE * HSP;
+  float* Vs = Ks + TILE * (HSP + 4);
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -74,10 +93,10 @@ __device__ void attention_forward(float* out, float* lse, const float* q, const 
   const float* kBase = k + (i64)b * Tkv * ldkv + (i64)g * HS;
   const float* vBase = v + (i64)b * Tkv * ldkv + (i64)g * HS;
 
-  for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
-    int r = e / HS;
-    int d = e - r * HS;
-    Qs[e] = r < rows ? qBase[r * ldq + d] : 0.0f;
+  for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+    int r = e / HSP;
+    int d = e - r * HSP;
+    Qs[e] = r < rows && d < HS ? qBase[r * ldq + d] : 0.0f;
   }
 
   float o[ROWS_PER_WARP][HSC];
@@ -97,12 +116,16 @@ __device__ void attention_forward(float* out, float* lse, const float* q, const 
   const int jEnd = qPos0 + t0 + rows;  // one past the last query's position
   for (int j0 = jStart; j0 < jEnd; j0 += TILE) {
     __syncthreads();  // the previous tile's reads of Ks and Vs are done
+    for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+      int jj = e / HSP;
+      int d = e - jj * HSP;
+      bool valid = j0 + jj < jEnd && d < HS;
+      Ks[jj * (HSP + 4) + d] = valid ? kBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
+    }
     for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
       int jj = e / HS;
       int d = e - jj * HS;
-      bool valid = j0 + jj < jEnd;
-      Ks[jj * (HS + 1) + d] = valid ? kBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
-      Vs[jj * HS + d] = valid ? vBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
+      Vs[e] = j0 + jj < jEnd ? vBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
     }
     __syncthreads();
 
@@ -110,12 +133,12 @@ __device__ void attention_forward(float* out, float* lse, const float* q, const 
     float s[ROWS_PER_WARP];
 #pragma unroll
     for (int rr = 0; rr < ROWS_PER_WARP; rr++) s[rr] = 0.0f;
-    const float* kRow = Ks + lane * (HS + 1);
-    const float* qRows = Qs + warp * ROWS_PER_WARP * HS;
-    for (int d = 0; d < HS; d++) {
-      float kd = kRow[d];
+    const float* kRow = Ks + lane * (HSP + 4);
+    const float* qRows = Qs + warp * ROWS_PER_WARP * HSP;
+    for (int d = 0; d < HSP; d += 4) {
+      float4 kd = load4(kRow + d);
 #pragma unroll
-      for (int rr = 0; rr < ROWS_PER_WARP; rr++) s[rr] += qRows[rr * HS + d] * kd;
+      for (int rr = 0; rr < ROWS_PER_WARP; rr++) s[rr] = dot4(load4(qRows + rr * HSP + d), kd, s[rr]);
     }
 
     const int j = j0 + lane;
@@ -195,16 +218,18 @@ extern "C" __global__ void attention_row_dot(float* D, const float* out, const f
 
 // attention_backward_dq: dq = scale·Σ_j dS[t, j]·K[j] with
 // dS = P ∘ (dP − D), P = exp(scale·Q·Kᵀ − lse) and dP = dO·Vᵀ. Grid
-// (ceil(T/32), NH, B). Dynamic shared memory: Q, dO (32, HS), K, V (32, HS+1).
+// (ceil(T/32), NH, B). Dynamic shared memory: Q, dO (32, HSP), K, V
+// (32, HSP+4).
 template <int HSC>
 __device__ void attention_backward_dq(float* dq, const float* dOut, const float* q, const float* k, const float* v,
                                       const float* lse, const float* D, const int* segStarts, int T, int NH, int NKV,
                                       int HS, float scale, int* err) {
   extern __shared__ float smem[];
+  const int HSP = padded_head_size(HS);
   float* Qs = smem;
-  float* dOs = Qs + TILE * HS;
-  float* Ks = dOs + TILE * HS;
-  float* Vs = Ks + TILE * (HS + 1);
+  float* dOs = Qs + TILE * HSP;
+  float* Ks = dOs + TILE * HSP;
+  float* Vs = Ks + TILE * (HSP + 4);
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -219,10 +244,10 @@ __device__ void attention_backward_dq(float* dq, const float* dOut, const float*
   const float* kBase = k + (i64)b * T * ldkv + (i64)g * HS;
   const float* vBase = v + (i64)b * T * ldkv + (i64)g * HS;
 
-  for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
-    int r = e / HS;
-    int d = e - r * HS;
-    bool valid = r < rows;
+  for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+    int r = e / HSP;
+    int d = e - r * HSP;
+    bool valid = r < rows && d < HS;
     Qs[e] = valid ? q[qOffset + r * ldq + d] : 0.0f;
     dOs[e] = valid ? dOut[qOffset + r * ldq + d] : 0.0f;
   }
@@ -245,12 +270,12 @@ __device__ void attention_backward_dq(float* dq, const float* dOut, const float*
   const int jEnd = t0 + rows;
   for (int j0 = jStart; j0 < jEnd; j0 += TILE) {
     __syncthreads();
-    for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
-      int jj = e / HS;
-      int d = e - jj * HS;
-      bool valid = j0 + jj < jEnd;
-      Ks[jj * (HS + 1) + d] = valid ? kBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
-      Vs[jj * (HS + 1) + d] = valid ? vBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
+    for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+      int jj = e / HSP;
+      int d = e - jj * HSP;
+      bool valid = j0 + jj < jEnd && d < HS;
+      Ks[jj * (HSP + 4) + d] = valid ? kBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
+      Vs[jj * (HSP + 4) + d] = valid ? vBase[(i64)(j0 + jj) * ldkv + d] : 0.0f;
     }
     __syncthreads();
 
@@ -260,17 +285,17 @@ __device__ void attention_backward_dq(float* dq, const float* dOut, const float*
       s[rr] = 0.0f;
       dp[rr] = 0.0f;
     }
-    const float* kRow = Ks + lane * (HS + 1);
-    const float* vRow = Vs + lane * (HS + 1);
-    const float* qRows = Qs + warp * ROWS_PER_WARP * HS;
-    const float* gRows = dOs + warp * ROWS_PER_WARP * HS;
-    for (int d = 0; d < HS; d++) {
-      float kd = kRow[d];
-      float vd = vRow[d];
+    const float* kRow = Ks + lane * (HSP + 4);
+    const float* vRow = Vs + lane * (HSP + 4);
+    const float* qRows = Qs + warp * ROWS_PER_WARP * HSP;
+    const float* gRows = dOs + warp * ROWS_PER_WARP * HSP;
+    for (int d = 0; d < HSP; d += 4) {
+      float4 kd = load4(kRow + d);
+      float4 vd = load4(vRow + d);
 #pragma unroll
       for (int rr = 0; rr < ROWS_PER_WARP; rr++) {
-        s[rr] += qRows[rr * HS + d] * kd;
-        dp[rr] += gRows[rr * HS + d] * vd;
+        s[rr] = dot4(load4(qRows + rr * HSP + d), kd, s[rr]);
+        dp[rr] = dot4(load4(gRows + rr * HSP + d), vd, dp[rr]);
       }
     }
     const int j = j0 + lane;
@@ -286,7 +311,7 @@ __device__ void attention_backward_dq(float* dq, const float* dOut, const float*
 #pragma unroll
       for (int c = 0; c < HSC; c++) {
         int d = lane + 32 * c;
-        kv[c] = d < HS ? Ks[jj * (HS + 1) + d] : 0.0f;
+        kv[c] = d < HS ? Ks[jj * (HSP + 4) + d] : 0.0f;
       }
 #pragma unroll
       for (int rr = 0; rr < ROWS_PER_WARP; rr++) {
@@ -313,18 +338,19 @@ __device__ void attention_backward_dq(float* dq, const float* dOut, const float*
 // attention_backward_dkdv: for the 32 keys of a block and every query head
 // of their key/value head, dv = Σ_t P[t, j]·dO[t] and
 // dk = scale·Σ_t dS[t, j]·Q[t]. Grid (ceil(T/32), NKV, B). Dynamic shared
-// memory: K, V (32, HS), Q, dO (32, HS+1), then lse, D (32 floats) and the
+// memory: K, V (32, HSP), Q, dO (32, HSP+4), then lse, D (32 floats) and the
 // visible ranges (2·32 ints).
 template <int HSC>
 __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut, const float* q, const float* k,
                                         const float* v, const float* lse, const float* D, const int* segStarts, int T,
                                         int NH, int NKV, int HS, float scale, int* err) {
   extern __shared__ float smem[];
+  const int HSP = padded_head_size(HS);
   float* Ks = smem;
-  float* Vs = Ks + TILE * HS;
-  float* Qs = Vs + TILE * HS;
-  float* dOs = Qs + TILE * (HS + 1);
-  float* lseS = dOs + TILE * (HS + 1);
+  float* Vs = Ks + TILE * HSP;
+  float* Qs = Vs + TILE * HSP;
+  float* dOs = Qs + TILE * (HSP + 4);
+  float* lseS = dOs + TILE * (HSP + 4);
   float* DS = lseS + TILE;
   int* loS = (int*)(DS + TILE);
   int* hiS = loS + TILE;
@@ -341,10 +367,10 @@ __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut,
   const i64 ldkv = (i64)NKV * HS;
   const i64 kvOffset = ((i64)b * T + j0) * ldkv + (i64)g * HS;
 
-  for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
-    int jj = e / HS;
-    int d = e - jj * HS;
-    bool valid = jj < keys;
+  for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+    int jj = e / HSP;
+    int d = e - jj * HSP;
+    bool valid = jj < keys && d < HS;
     Ks[e] = valid ? k[kvOffset + jj * ldkv + d] : 0.0f;
     Vs[e] = valid ? v[kvOffset + jj * ldkv + d] : 0.0f;
   }
@@ -358,8 +384,8 @@ __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut,
       accV[kk][c] = 0.0f;
     }
   }
-  const float* kRows = Ks + warp * ROWS_PER_WARP * HS;
-  const float* vRows = Vs + warp * ROWS_PER_WARP * HS;
+  const float* kRows = Ks + warp * ROWS_PER_WARP * HSP;
+  const float* vRows = Vs + warp * ROWS_PER_WARP * HSP;
 
   for (int h = g * group; h < (g + 1) * group; h++) {
     const i64 qHead = (i64)b * T * ldq + (i64)h * HS;
@@ -369,12 +395,12 @@ __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut,
       if (first_key(segStarts, b, T, t0, 0) > jLast) break;
       const int rows = min(TILE, T - t0);
       __syncthreads();  // the previous tile's reads are done
-      for (int e = threadIdx.x; e < TILE * HS; e += ATTN_THREADS) {
-        int r = e / HS;
-        int d = e - r * HS;
-        bool valid = r < rows;
-        Qs[r * (HS + 1) + d] = valid ? q[qHead + (i64)(t0 + r) * ldq + d] : 0.0f;
-        dOs[r * (HS + 1) + d] = valid ? dOut[qHead + (i64)(t0 + r) * ldq + d] : 0.0f;
+      for (int e = threadIdx.x; e < TILE * HSP; e += ATTN_THREADS) {
+        int r = e / HSP;
+        int d = e - r * HSP;
+        bool valid = r < rows && d < HS;
+        Qs[r * (HSP + 4) + d] = valid ? q[qHead + (i64)(t0 + r) * ldq + d] : 0.0f;
+        dOs[r * (HSP + 4) + d] = valid ? dOut[qHead + (i64)(t0 + r) * ldq + d] : 0.0f;
       }
       if (threadIdx.x < TILE) {
         int r = threadIdx.x;
@@ -395,15 +421,15 @@ __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut,
         s[kk] = 0.0f;
         dp[kk] = 0.0f;
       }
-      const float* qRow = Qs + lane * (HS + 1);
-      const float* gRow = dOs + lane * (HS + 1);
-      for (int d = 0; d < HS; d++) {
-        float qd = qRow[d];
-        float gd = gRow[d];
+      const float* qRow = Qs + lane * (HSP + 4);
+      const float* gRow = dOs + lane * (HSP + 4);
+      for (int d = 0; d < HSP; d += 4) {
+        float4 qd = load4(qRow + d);
+        float4 gd = load4(gRow + d);
 #pragma unroll
         for (int kk = 0; kk < ROWS_PER_WARP; kk++) {
-          s[kk] += qd * kRows[kk * HS + d];
-          dp[kk] += gd * vRows[kk * HS + d];
+          s[kk] = dot4(qd, load4(kRows + kk * HSP + d), s[kk]);
+          dp[kk] = dot4(gd, load4(vRows + kk * HSP + d), dp[kk]);
         }
       }
       const int lo = loS[lane];
@@ -424,8 +450,8 @@ __device__ void attention_backward_dkdv(float* dk, float* dv, const float* dOut,
 #pragma unroll
         for (int c = 0; c < HSC; c++) {
           int d = lane + 32 * c;
-          qv[c] = d < HS ? Qs[r * (HS + 1) + d] : 0.0f;
-          gv[c] = d < HS ? dOs[r * (HS + 1) + d] : 0.0f;
+          qv[c] = d < HS ? Qs[r * (HSP + 4) + d] : 0.0f;
+          gv[c] = d < HS ? dOs[r * (HSP + 4) + d] : 0.0f;
         }
 #pragma unroll
         for (int kk = 0; kk < ROWS_PER_WARP; kk++) {

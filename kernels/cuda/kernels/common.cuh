@@ -42,7 +42,7 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // block_sum_double returns the sum of v over the block to every thread.
-// scratch holds 32 doubles. Every thread of the block must call it.
+// scratch is an array of 32 doubles in shared memory. Every thread of the block must call it.
 __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
   int lane = threadIdx.x & 31;
   int warp = threadIdx.x >> 5;

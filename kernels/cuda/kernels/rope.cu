@@ -1,5 +1,5 @@
 // Rotary position embedding, rotate-half convention, on (B·T, heads, HS).
-// invFreq holds 1/theta^(2i/HS) rounded to float32, computed on the host by
+// invFreq contains 1/theta^(2i/HS) rounded to float32, computed on the host by
 // the CPU backend's formula. As there, the angle is float32(pos)·invFreq in
 // float32, and its cos and sin are computed in float64 and rounded to
 // float32. One thread per (token, i < HS/2) rotates that pair in every head.

@@ -22,6 +22,10 @@ import (
 // stand-in for libcuda and libcublas, whenever a C compiler is present
 // (TestFakeCUDA). The fake checks the binding itself: argument order and types
 // through purego, the thread rule and the error paths.
+//
+// NOTE: the expectations on the real driver's errors (such as CUDA_ERROR_INVALID_PTX
+// for broken PTX, or CUDA_ERROR_OUT_OF_MEMORY for 1 PiB) follow the CUDA
+// documentation and have not yet run on a GPU.
 
 // openRealContext opens device 0, or skips the test when the CUDA libraries or a
 // device are missing. RINGTUNE_REQUIRE_GPU=1 turns the skip into a failure.

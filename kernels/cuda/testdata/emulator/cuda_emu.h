@@ -1,17 +1,20 @@
 // A minimal CUDA emulator for testing the kernels' index arithmetic,
-// synchronization and reductions on a CPU with g++ (C++20). Blocks run one
-// after another, and the threads of a block run as coroutines on the calling
-// thread, switching only at barriers (makecontext starts each one, and
-// _setjmp/_longjmp switch without the system call of swapcontext): __syncthreads is a barrier
-// of the block, and a warp shuffle writes to a slot per lane and reads
-// another lane's slot between two barriers of the warp. Static __shared__ arrays become function-level statics, which the
-// threads of the running block share. Floating-point arithmetic is the
-// host's, without the device's fused multiply-adds.
+// synchronization and reductions on a CPU with g++ (C++20, glibc). Blocks run
+// one after another. The threads of a block run as coroutines on the calling
+// thread and switch only at barriers: makecontext starts each one, and
+// _setjmp/_longjmp switch between them without swapcontext's system call.
+// __syncthreads is a barrier of the block. A warp shuffle writes to a slot
+// per lane and reads another lane's slot between two barriers of the warp.
+// Static __shared__ arrays become function-level statics, which the threads
+// of the running block share. Floating-point arithmetic is the host's,
+// without the device's fused multiply-adds.
 //
 // Every thread of a warp must reach each shuffle, and every thread of a block
-// each __syncthreads, as the kernels here guarantee; a divergent one would
-// deadlock.
+// each __syncthreads, as the kernels here guarantee. A thread that skips one
+// makes the emulator spin forever.
+
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,20 @@
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
+};
+
+// float4 checks, when copied, that its source is 16-byte aligned, as the
+// device's 128-bit loads require.
+struct float4 {
+  float x, y, z, w;
+  float4() = default;
+  float4(const float4& o) : x(o.x), y(o.y), z(o.z), w(o.w) {
+    if ((uintptr_t)&o % 16 != 0) {
+      fprintf(stderr, "emulator: a float4 load from %p is not 16-byte aligned\n", (const void*)&o);
+      abort();
+    }
+  }
+  float4& operator=(const float4&) = default;
 };
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -131,14 +148,21 @@ static void emu_launch(dim3 grid, dim3 block, size_t sharedBytes, F f) {
         blockIdx.x = bx;
         blockIdx.y = by;
         blockIdx.z = bz;
-        // NaN fill, so that a read of shared memory never written shows.
-        emuSmem.assign(sharedBytes / 4 + 1, nanf(""));
+        // Exactly the requested size, so that AddressSanitizer catches a read
+        // past it, and NaN, so that a read of an element never written shows.
+        emuSmem.assign(sharedBytes / 4, nanf(""));
         emuArrived.assign(1 + threads / 32, 0);
         emuGeneration.assign(1 + threads / 32, 0);
-        emuThreads.clear();
+        // The threads and their stacks are reused from block to block.
+        while ((int)emuThreads.size() < threads) {
+          emuThreads.push_back(std::make_unique<emuThread>());
+          emuThreads.back()->stack.resize(256 << 10);
+        }
+        emuThreads.resize(threads);
         for (int t = 0; t < threads; t++) {
-          auto th = std::make_unique<emuThread>();
-          th->stack.resize(256 << 10);
+          emuThread* th = emuThreads[t].get();
+          th->started = false;
+          th->done = false;
           th->index.x = t % block.x;
           th->index.y = t / block.x % block.y;
           th->index.z = t / (block.x * block.y);
@@ -147,7 +171,6 @@ static void emu_launch(dim3 grid, dim3 block, size_t sharedBytes, F f) {
           th->context.uc_stack.ss_size = th->stack.size();
           th->context.uc_link = &emuScheduler;
           makecontext(&th->context, emu_thread_main, 0);
-          emuThreads.push_back(std::move(th));
         }
         // Round-robin until every thread has returned. A thread that returns
         // early leaves its barriers short, which the kernels never do.

@@ -8,7 +8,7 @@ static std::mt19937 rng(42);
 static float uni(float s) { return s * (std::uniform_real_distribution<float>(-1, 1)(rng)); }
 static std::vector<float> rnd(size_t n, float s) { std::vector<float> v(n); for (auto& x : v) x = uni(s); return v; }
 static int failures = 0;
-static void check(const char* what, const std::vector<float>& got, const std::vector<double>& want, double tol) {
+static void check(const char* name, const std::vector<float>& got, const std::vector<double>& want, double tol) {
   double md = 0, mr = 0; size_t at = 0;
   for (size_t i = 0; i < want.size(); i++) {
     double d = fabs(got[i] - want[i]);
@@ -20,10 +20,31 @@ static void check(const char* what, const std::vector<float>& got, const std::ve
   double rel = md / fmax(mr, 0.1);
   bool ok = rel <= tol;
   if (!ok) failures++;
-  printf("%s %s: rel err %.3g (at %zu: got %g want %g)\n", ok ? "ok  " : "FAIL", what, rel, at, got.empty() ? 0.0 : got[at], want.empty() ? 0.0 : want[at]);
+  printf("%s %s: rel err %.3g (at %zu: got %g want %g)\n", ok ? "ok  " : "FAIL", name, rel, at, got.empty() ? 0.0 : got[at], want.empty() ? 0.0 : want[at]);
 }
 
-static int buildFor(int hs) { return hs <= 64 ? 64 : hs <= 128 ? 128 : 256; }
+// Shared memory of the attention kernels, as kernels/cuda computes it.
+static int paddedHS(int hs) { return (hs + 3) & ~3; }
+static int forwardShared(int hs) { return 4 * 32 * (paddedHS(hs) + paddedHS(hs) + 4 + hs); }
+static int dqShared(int hs) { return 4 * 32 * (2 * paddedHS(hs) + 2 * (paddedHS(hs) + 4)); }
+static int dkdvShared(int hs) { return dqShared(hs) + 4 * 4 * 32; }
+
+// The kernel builds of one head size, as kernels/cuda picks them: the
+// smallest maximum head size of 64, 128 and 256 that covers hs.
+struct attentionBuild {
+  void (*forward)(float*, float*, const float*, const float*, const float*, const int*, int, int, int, int, int, int,
+                  float, int*);
+  void (*dq)(float*, const float*, const float*, const float*, const float*, const float*, const float*, const int*,
+             int, int, int, int, float, int*);
+  void (*dkdv)(float*, float*, const float*, const float*, const float*, const float*, const float*, const float*,
+               const int*, int, int, int, int, float, int*);
+};
+
+static attentionBuild buildFor(int hs) {
+  if (hs <= 64) return {attention_forward_hs64, attention_backward_dq_hs64, attention_backward_dkdv_hs64};
+  if (hs <= 128) return {attention_forward_hs128, attention_backward_dq_hs128, attention_backward_dkdv_hs128};
+  return {attention_forward_hs256, attention_backward_dq_hs256, attention_backward_dkdv_hs256};
+}
 
 static void attention_case(int B, int T, int NH, int NKV, int HS, std::vector<int> seg) {
   char name[200];
@@ -33,6 +54,8 @@ static void attention_case(int B, int T, int NH, int NKV, int HS, std::vector<in
   auto dO = rnd((size_t)B * T * NH * HS, 1);
   float scale = (float)(1 / sqrt((double)HS));
   int group = NH / NKV;
+
+  // The float64 reference, straight from the definitions.
   std::vector<double> out((size_t)B * T * NH * HS), lse((size_t)B * NH * T), dq(out.size()), dk(k.size()), dv(v.size());
   for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < T; t++) {
     int g = h / group;
@@ -64,27 +87,29 @@ static void attention_case(int B, int T, int NH, int NKV, int HS, std::vector<in
       }
     }
   }
+
   std::vector<float> gout(out.size(), nanf("")), glse(lse.size(), nanf("")), gdq(dq.size(), nanf("")), gdk(dk.size(), nanf("")), gdv(dv.size(), nanf("")), D(lse.size(), nanf(""));
   int err = 0;
-  int build = buildFor(HS);
-  auto fwd = build == 64 ? attention_forward_hs64 : build == 128 ? attention_forward_hs128 : attention_forward_hs256;
-  auto kdq = build == 64 ? attention_backward_dq_hs64 : build == 128 ? attention_backward_dq_hs128 : attention_backward_dq_hs256;
-  auto kdkdv = build == 64 ? attention_backward_dkdv_hs64 : build == 128 ? attention_backward_dkdv_hs128 : attention_backward_dkdv_hs256;
+  attentionBuild build = buildFor(HS);
+  auto fwd = build.forward;
+  auto kdq = build.dq;
+  auto kdkdv = build.dkdv;
   unsigned tiles = (T + 31) / 32;
-  emu_launch({tiles, (unsigned)NH, (unsigned)B}, {128, 1, 1}, 4 * 32 * (3 * HS + 1), [&] {
+  emu_launch({tiles, (unsigned)NH, (unsigned)B}, {128, 1, 1}, forwardShared(HS), [&] {
     fwd(gout.data(), glse.data(), q.data(), k.data(), v.data(), seg.data(), T, T, NH, NKV, HS, 0, scale, &err);
   });
   check((std::string(name) + " out").c_str(), gout, out, 1e-5);
   check((std::string(name) + " lse").c_str(), glse, lse, 1e-5);
+
   // Backward from the kernel's own out and lse, as the backend does.
   int rows = B * NH * T;
   emu_launch({(unsigned)min(65535, (rows + 7) / 8), 1, 1}, {256, 1, 1}, 0, [&] {
     attention_row_dot(D.data(), gout.data(), dO.data(), B, T, NH, HS);
   });
-  emu_launch({tiles, (unsigned)NH, (unsigned)B}, {128, 1, 1}, 4 * 32 * (4 * HS + 2), [&] {
+  emu_launch({tiles, (unsigned)NH, (unsigned)B}, {128, 1, 1}, dqShared(HS), [&] {
     kdq(gdq.data(), dO.data(), q.data(), k.data(), v.data(), glse.data(), D.data(), seg.data(), T, NH, NKV, HS, scale, &err);
   });
-  emu_launch({tiles, (unsigned)NKV, (unsigned)B}, {128, 1, 1}, 4 * 32 * (4 * HS + 2) + 4 * 4 * 32, [&] {
+  emu_launch({tiles, (unsigned)NKV, (unsigned)B}, {128, 1, 1}, dkdvShared(HS), [&] {
     kdkdv(gdk.data(), gdv.data(), dO.data(), q.data(), k.data(), v.data(), glse.data(), D.data(), seg.data(), T, NH, NKV, HS, scale, &err);
   });
   check((std::string(name) + " dq").c_str(), gdq, dq, 1e-5);
@@ -109,9 +134,8 @@ static void decode_case(int B, int Tq, int S, int length, int NH, int NKV, int H
   }
   std::vector<float> got(out.size(), nanf(""));
   int err = 0;
-  int build = buildFor(HS);
-  auto fwd = build == 64 ? attention_forward_hs64 : build == 128 ? attention_forward_hs128 : attention_forward_hs256;
-  emu_launch({(unsigned)(Tq + 31) / 32, (unsigned)NH, (unsigned)B}, {128, 1, 1}, 4 * 32 * (3 * HS + 1), [&] {
+  auto fwd = buildFor(HS).forward;
+  emu_launch({(unsigned)(Tq + 31) / 32, (unsigned)NH, (unsigned)B}, {128, 1, 1}, forwardShared(HS), [&] {
     fwd(got.data(), nullptr, q.data(), k.data(), v.data(), nullptr, Tq, S, NH, NKV, HS, first, scale, &err);
   });
   check(name, got, out, 1e-5);
@@ -202,6 +226,8 @@ static void sumsq_case(long long n) {
 }
 
 int main() {
+  // Head sizes below a warp (16), between builds (80, 130), GQA 1, 2 and 4,
+  // partial tiles and packed segments.
   attention_case(1, 1, 1, 1, 64, {});
   attention_case(2, 37, 4, 1, 16, {});
   attention_case(1, 70, 4, 2, 64, {});
@@ -216,20 +242,25 @@ int main() {
     for (int t = 0; t < 65; t++) seg[t] = t >= 32 ? 32 : (t >= 31 ? 31 : 0);
     attention_case(1, 65, 2, 2, 130, seg);
   }
+
   decode_case(1, 1, 1, 1, 1, 1, 64);
   decode_case(2, 1, 40, 30, 4, 2, 64);
   decode_case(2, 5, 40, 30, 8, 2, 128);
   decode_case(1, 37, 80, 80, 4, 4, 48);
+
   ce_case(3, 1001, 0.25f);
   ce_case(2, 5, 1.0f);
+
   rmsnorm_case(1, 1);
   rmsnorm_case(3, 7);
   rmsnorm_case(300, 100);
   rmsnorm_case(5, 2048);
+
   rope_case(7, 3, 64, 1e6);
   rope_case(2, 1, 2, 1e4);
   sumsq_case(1);
   sumsq_case(100003);
+
   printf("%d failures\n", failures);
   return failures != 0;
 }
