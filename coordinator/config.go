@@ -66,7 +66,8 @@ type Config struct {
 	TotalSteps int
 	// StartStep is the last step completed before this run, for a job resumed
 	// from a checkpoint; the first report is for StartStep+1. Optional: 0 starts
-	// a new job. Must be less than TotalSteps.
+	// a new job. At most TotalSteps: a job resumed after its last step ends
+	// once every node joined, so that rank 0 writes the final model.
 	StartStep int
 	// Seed seeds the per-epoch permutation of the data shard plan. Optional: 0 is a
 	// valid seed.
@@ -96,8 +97,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("coordinator config: TotalSteps is %d, must be at least 1", c.TotalSteps)
 	case c.MaxRestarts < 0:
 		return fmt.Errorf("coordinator config: MaxRestarts is %d, must be 0 (no recovery) or positive", c.MaxRestarts)
-	case c.StartStep < 0 || c.StartStep >= c.TotalSteps:
-		return fmt.Errorf("coordinator config: StartStep is %d, must be in [0, TotalSteps %d)", c.StartStep, c.TotalSteps)
+	case c.StartStep < 0 || c.StartStep > c.TotalSteps:
+		return fmt.Errorf("coordinator config: StartStep is %d, must be in [0, TotalSteps %d]", c.StartStep, c.TotalSteps)
 	}
 
 	for _, field := range c.Fingerprint.fields(c.Fingerprint) {

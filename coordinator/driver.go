@@ -61,6 +61,10 @@ type nodeState struct {
 	// rank is the assigned rank, or -1 before the ring forms.
 	rank int
 	left bool
+	// acceptedAt is when the node's join was accepted, and watched is set once
+	// it opened a Watch stream.
+	acceptedAt time.Time
+	watched    bool
 }
 
 type joinResult struct {
@@ -120,6 +124,7 @@ func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 			fn()
 		case now := <-ticker.C:
 			s.step(Tick{Now: now}, nil)
+			s.checkWatches(now)
 		case <-s.stopRequests:
 			s.handleStopRequest()
 		case <-ctxDone:
@@ -195,7 +200,12 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 			s.reg.coordinator.IncCheckpoints()
 			byStep[a.Step].Checkpoint = true
 		case Done:
-			byStep[a.Step].Stop = true
+			// A job that starts at its last step (resumed from the last
+			// checkpoint, or re-formed after a rank finished it) has no
+			// decision to mark.
+			if decision := byStep[a.Step]; decision != nil {
+				decision.Stop = true
+			}
 			done = &a
 		}
 	}
@@ -245,6 +255,9 @@ func (s *Server) accept(a JoinAccepted) {
 	firstAcceptance := node != nil && node.rank < 0
 	if node != nil {
 		node.rank = a.Rank
+		if node.acceptedAt.IsZero() {
+			node.acceptedAt = time.Now()
+		}
 	}
 	s.log.Info("node joined", "node", a.NodeID, "rank", a.Rank, "world_size", a.WorldSize, "generation", a.Generation)
 	if a.Rank == a.WorldSize-1 {
@@ -370,6 +383,7 @@ func (s *Server) finishStopped(reason string) {
 // waiting Report call, and sends final to every Watch stream.
 func (s *Server) finish(final *pb.JobEvent, result error, phase string, joinCode codes.Code) {
 	s.d.finished = true
+	s.ended.Store(true)
 	s.d.final = final
 	s.d.result = result
 	s.setServing(false)
@@ -426,6 +440,7 @@ func (s *Server) broadcastEvent(event *pb.JobEvent) {
 // reform announces the re-formed ring to every node: reports waiting for a step
 // fail, and the Watch streams carry a REFORM event.
 func (s *Server) reform(a Reform) {
+	a.Reason += s.d.lossDetail
 	s.log.Warn("rank lost, re-forming the ring", "rank", a.LostRank, "node", a.LostNodeID,
 		"generation", a.Generation, "step", a.Step, "reason", a.Reason)
 	s.reg.coordinator.SetPhase("recovering")
@@ -435,6 +450,9 @@ func (s *Server) reform(a Reform) {
 		s.d.reformStart = time.Now()
 	}
 	delete(s.d.nodes, a.LostNodeID)
+	if s.cfg.OnRankLost != nil {
+		s.cfg.OnRankLost(a.LostRank, a.LostNodeID)
+	}
 	for step, waiters := range s.d.reportWaiters {
 		for _, ch := range waiters {
 			ch <- reportResult{err: status.Errorf(codes.Unavailable, "%s: the ring re-forms under generation %d, join again", a.Reason, a.Generation)}
@@ -500,12 +518,26 @@ func (s *Server) handleJoin(join Join, gossipAddr string, ch chan joinResult) {
 
 // cancelJoin handles a Join call that ended before its result. During rendezvous the
 // node's place is freed, unless another Join call of the same node still waits, so
-// that a node that gave up does not hold a rank. A retry joins again.
+// that a node that gave up does not hold a rank. A retry joins again. During a
+// recovery the node counts as lost.
 func (s *Server) cancelJoin(nodeID string, ch chan joinResult) {
 	if !s.removeJoinWaiter(nodeID, ch) || len(s.d.joinWaiters[nodeID]) > 0 {
 		return
 	}
-	if s.d.finished || s.d.coord.Phase() != PhaseRendezvous || s.d.nodes[nodeID] == nil {
+	if s.d.finished || s.d.nodes[nodeID] == nil {
+		return
+	}
+	if s.d.coord.Phase() == PhaseRecovering {
+		// A node that gave up, or died, before the ring re-formed would hold
+		// its rank in the new ring, so it counts as lost.
+		s.log.Warn("node stopped waiting for the ring to re-form, freeing its rank", "node", nodeID,
+			"generation", s.d.coord.Generation())
+		delete(s.d.nodes, nodeID)
+		s.step(Dead{NodeID: nodeID}, nil)
+		s.reg.coordinator.SetNodesJoined(s.countNodes())
+		return
+	}
+	if s.d.coord.Phase() != PhaseRendezvous {
 		return
 	}
 	s.log.Info("node stopped waiting for rendezvous, freeing its place", "node", nodeID)
@@ -609,6 +641,9 @@ func (s *Server) addWatcher(w *watcher) error {
 	}
 	streams[w] = struct{}{}
 	s.d.openWatchers++
+	if node := s.d.nodes[w.nodeID]; node != nil {
+		node.watched = true
+	}
 	if s.d.finished {
 		w.events <- s.d.final
 	} else if s.d.coord.Phase() == PhaseRecovering {
@@ -644,6 +679,29 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 	s.d.lossDetail = ""
 }
 
+// checkWatches declares lost a node that was accepted into the ring WatchTimeout
+// ago and never opened its Watch stream: it died between its join and its
+// stream, and the ring would otherwise wait for it until a connect timeout.
+func (s *Server) checkWatches(now time.Time) {
+	if s.d.finished {
+		return
+	}
+	for id, node := range s.d.nodes {
+		if node.watched || node.left || node.acceptedAt.IsZero() || now.Sub(node.acceptedAt) < s.cfg.WatchTimeout {
+			continue
+		}
+		s.log.Warn("node joined but opened no Watch stream, so it counts as lost", "node", id, "rank", node.rank,
+			"timeout", s.cfg.WatchTimeout, "generation", s.d.coord.Generation())
+		node.left = true
+		s.d.lossDetail = fmt.Sprintf(" (it opened no Watch stream within %v of its join)", s.cfg.WatchTimeout)
+		s.step(Dead{NodeID: id}, nil)
+		s.d.lossDetail = ""
+		if s.d.finished {
+			return
+		}
+	}
+}
+
 // handleLeave applies a node's Leave call. nodeErr is the node's error, or "".
 // restart is set when the node was stopped from outside and may be replaced.
 func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
@@ -653,6 +711,12 @@ func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 		// writes the final model, fails a job that was done.
 		s.log.Error("node failed after the last step", "node", nodeID, "rank", node.rank, "node_error", nodeErr)
 		s.d.result = &JobError{Rank: node.rank, Reason: fmt.Sprintf("rank %d (node %q) failed after the last step: %s", node.rank, nodeID, nodeErr)}
+		return
+	}
+	if !s.d.finished && node == nil {
+		// The node was lost already (its Watch stream broke first), and the
+		// ring re-forms without it.
+		s.log.Info("lost node left", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
 		return
 	}
 	if s.d.finished || node == nil {

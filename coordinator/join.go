@@ -29,7 +29,12 @@ func (c *Coordinator) handleJoin(join Join) []Action {
 	if len(c.members) < c.cfg.WorldSize {
 		return nil
 	}
-	return c.becomeRunning()
+	actions := c.becomeRunning()
+	if c.lastCompletedStep == c.cfg.TotalSteps {
+		// Resumed from a checkpoint of the last step: nothing is left to train.
+		actions = append(actions, c.becomeDone()...)
+	}
+	return actions
 }
 
 func (c *Coordinator) handleRepeatedJoin(existing *member, join Join) []Action {

@@ -24,7 +24,7 @@ func (c *Coordinator) recover(m *member, reason string) []Action {
 	}
 	if c.restarts >= c.cfg.MaxRestarts {
 		if c.cfg.MaxRestarts > 0 {
-			reason += fmt.Sprintf(", and the ring re-formed %d times already, the most that max_restarts allows", c.restarts)
+			reason += fmt.Sprintf(", and the ring already re-formed as often as max_restarts (%d) allows", c.cfg.MaxRestarts)
 		}
 		return c.becomeFailed(m.rank, reason)
 	}

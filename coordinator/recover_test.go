@@ -154,7 +154,7 @@ func TestRestartLimit(t *testing.T) {
 		wantReason string
 	}{
 		{"no restarts", 0, "was declared dead during step 1 of 10"},
-		{"limit reached", 1, "re-formed 1 times already"},
+		{"limit reached", 1, "re-formed as often as max_restarts (1) allows"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,11 +30,25 @@ func TestResumedJobStartsAfterStartStep(t *testing.T) {
 }
 
 func TestStartStepValidated(t *testing.T) {
-	for _, start := range []int{-1, 10, 11} {
+	for _, start := range []int{-1, 11} {
 		cfg := testConfig(2)
 		cfg.StartStep = start
 		err := cfg.Validate()
 		require.Error(t, err, "StartStep %d", start)
 		assert.Contains(t, err.Error(), "StartStep")
 	}
+}
+
+func TestResumedAfterLastStepEndsAtRendezvous(t *testing.T) {
+	cfg := testConfig(2)
+	cfg.StartStep = cfg.TotalSteps
+	c := newTestCoordinator(t, cfg)
+	mustStep(t, c, joinOf("n0", -1))
+
+	actions := mustStep(t, c, joinOf("n1", -1))
+
+	require.Len(t, actions, 3)
+	assert.Equal(t, 10, actions[0].(JoinAccepted).StartStep)
+	assert.Equal(t, Done{Generation: 1, Step: 10}, actions[2])
+	assert.Equal(t, PhaseDone, c.Phase())
 }

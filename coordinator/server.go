@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ import (
 const (
 	DefaultTickInterval    = time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultWatchTimeout    = 30 * time.Second
 )
 
 // gossipJoinTimeout bounds the coordinator's attempt to join a node's gossip member.
@@ -48,6 +50,11 @@ type ServerConfig struct {
 	// TickInterval is the period of the clock that drives the join deadline.
 	// Optional: default 1 s.
 	TickInterval time.Duration
+	// WatchTimeout bounds how long a node may run without a Watch stream once the
+	// ring formed, before it counts as lost: a node opens its stream right after
+	// its join returns, so one that does not died in between. Optional: default
+	// DefaultWatchTimeout.
+	WatchTimeout time.Duration
 	// ShutdownTimeout bounds how long Run waits, once the job ended, for the nodes to
 	// receive the final Watch event and close their streams before it stops the gRPC
 	// server. Optional: default 10 s.
@@ -58,6 +65,11 @@ type ServerConfig struct {
 	// completed step, for example for a progress display. It must return quickly.
 	// Optional.
 	OnSummary func(StepSummary)
+	// OnRankLost is called from the driver goroutine with the rank and node id of
+	// a lost node when the ring starts to re-form without it, for example for a
+	// launcher that kills a hung process and starts a replacement. It must return
+	// quickly. Optional.
+	OnRankLost func(rank int, nodeID string)
 }
 
 // JobError is the error of a job that failed or was stopped.
@@ -94,6 +106,9 @@ type Server struct {
 	stopMu     sync.Mutex
 	stopReason string
 
+	// ended is set once the job is done, failed or stopped.
+	ended atomic.Bool
+
 	runOnce sync.Once
 
 	// Fields below are owned by the driver goroutine.
@@ -118,9 +133,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Listener == nil {
 		return nil, errors.New("coordinator server config: Listener is missing")
 	}
-	if cfg.TickInterval < 0 || cfg.ShutdownTimeout < 0 {
-		return nil, fmt.Errorf("coordinator server config: TickInterval %v and ShutdownTimeout %v must not be negative",
-			cfg.TickInterval, cfg.ShutdownTimeout)
+	if cfg.TickInterval < 0 || cfg.ShutdownTimeout < 0 || cfg.WatchTimeout < 0 {
+		return nil, fmt.Errorf("coordinator server config: TickInterval %v, ShutdownTimeout %v and WatchTimeout %v must not be negative",
+			cfg.TickInterval, cfg.ShutdownTimeout, cfg.WatchTimeout)
+	}
+	if cfg.WatchTimeout == 0 {
+		cfg.WatchTimeout = DefaultWatchTimeout
 	}
 	if cfg.TickInterval == 0 {
 		cfg.TickInterval = DefaultTickInterval
@@ -197,6 +215,10 @@ func (s *Server) GossipAddr() string {
 	}
 	return s.member.Addr()
 }
+
+// Ended reports whether the job is done, failed or stopped. It is safe to call
+// from any goroutine.
+func (s *Server) Ended() bool { return s.ended.Load() }
 
 // RequestStop requests an early end of the job. The next step decision makes every
 // rank checkpoint and stop, and the job then ends with a *JobError of rank -1 and reason

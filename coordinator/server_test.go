@@ -513,8 +513,7 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 		pending <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
-	require.NoError(t, nodes[1].client.Leave(ctx, "b", errors.New("stopped: terminated"), true))
-	nodes[1].cancel()
+	stopNode(t, ctx, nodes[1])
 
 	event := nodes[0].nextEvent(t)
 	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, event.GetKind())
@@ -566,4 +565,107 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 		node.finish(t)
 	}
 	require.NoError(t, ts.wait(t))
+}
+
+func TestServerReformAfterLastStepEndsJob(t *testing.T) {
+	job := serverJobConfig(2, 2)
+	job.MaxRestarts = 1
+	ts := startServer(t, job, nil)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	reportAll(t, nodes, 1)
+
+	// Rank 0 finished the last step when rank 1 was lost.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	go func() { _, _ = nodes[0].client.Report(ctx, reportRequest(nodes[0], 2, 2)) }()
+	time.Sleep(50 * time.Millisecond)
+	stopNode(t, ctx, nodes[1])
+	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, nodes[0].nextEvent(t).GetKind())
+
+	survivor := joinRequest("a", 0)
+	survivor.HasState, survivor.CompletedStep, survivor.TrainerState = true, 2, []byte(`{"step":2}`)
+	replacement := newFakeNode(t, ts.Addr(), "c")
+	done := make(chan *pb.JoinResponse, 1)
+	go func() {
+		resp, err := replacement.client.Join(ctx, joinRequest("c", 1))
+		assert.NoError(t, err)
+		done <- resp
+	}()
+	resp, err := nodes[0].client.Join(ctx, survivor)
+	require.NoError(t, err)
+	assert.Equal(t, int32(2), resp.GetStartStep())
+	assert.Equal(t, int32(2), (<-done).GetStartStep())
+
+	// The job is done at once: the replacement takes the state, and rank 0
+	// writes the result.
+	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, nodes[0].nextEvent(t).GetKind())
+	nodes[0].finish(t)
+	replacement.finish(t)
+	require.NoError(t, ts.wait(t))
+}
+
+func TestServerFreesRankOfReplacementThatGaveUp(t *testing.T) {
+	job := serverJobConfig(2, 10)
+	job.MaxRestarts = 1
+	ts := startServer(t, job, nil)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	stopNode(t, ctx, nodes[1])
+	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, nodes[0].nextEvent(t).GetKind())
+
+	// A replacement joins and dies before the ring re-formed: its Join call ends.
+	dying := newFakeNode(t, ts.Addr(), "c")
+	dyingCtx, die := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer die()
+	_, err := dying.client.Join(dyingCtx, joinRequest("c", 1))
+	require.Error(t, err)
+	// The coordinator learns of the ended call a moment after the client.
+	time.Sleep(300 * time.Millisecond)
+
+	// The survivor joins again, and the next replacement takes rank 1.
+	survivor := joinRequest("a", 0)
+	survivor.HasState = true
+	rejoined := make(chan *pb.JoinResponse, 1)
+	go func() {
+		resp, err := nodes[0].client.Join(ctx, survivor)
+		assert.NoError(t, err)
+		rejoined <- resp
+	}()
+	resp, err := newFakeNode(t, ts.Addr(), "d").client.Join(ctx, joinRequest("d", 1))
+	require.NoError(t, err, "the rank of the replacement that gave up stays taken")
+	assert.Equal(t, []string{"a:7000", "d:7000"}, resp.GetRing())
+	assert.Equal(t, []string{"a:7000", "d:7000"}, (<-rejoined).GetRing())
+}
+
+// stopNode makes node leave as a node stopped by a signal does, with restart
+// set, and closes its Watch stream.
+func stopNode(t *testing.T, ctx context.Context, node *fakeNode) {
+	t.Helper()
+	require.NoError(t, node.client.Leave(ctx, node.id, errors.New("stopped: terminated"), true))
+	node.cancel()
+}
+
+func TestServerLosesNodeWithoutWatch(t *testing.T) {
+	job := serverJobConfig(2, 10)
+	job.MaxRestarts = 1
+	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.WatchTimeout = 300 * time.Millisecond })
+	a, b := newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")
+
+	// b joins and dies before it opens its Watch stream.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	go func() { _, _ = b.client.Join(ctx, joinRequest("b", 1)) }()
+	resp, err := a.client.Join(ctx, joinRequest("a", 0))
+	require.NoError(t, err)
+	a.resp = resp
+	a.events, err = a.client.Watch(ctx, "a")
+	require.NoError(t, err)
+
+	event := a.nextEvent(t)
+	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, event.GetKind())
+	assert.Equal(t, int32(1), event.GetRank())
+	assert.Contains(t, event.GetReason(), "opened no Watch stream")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -244,7 +245,7 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("resume: %w: the data files, data.seq_len, packing, the eval split or cluster.nodes differ from the run that wrote the checkpoint", err)
 		}
 		startStep, skips = resumed.Step, resumed.ConsecutiveSkips
-		if startStep >= totalSteps && !recovering {
+		if startStep > totalSteps {
 			return nil, fmt.Errorf("resume: the checkpoint is at step %d, and the job has %d steps: raise schedule.steps to train further", startStep, totalSteps)
 		}
 	}
@@ -278,8 +279,12 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 		if n.opt.StepCount() != resumed.OptimizerStep {
 			return nil, fmt.Errorf("rank %d sent an optimizer at step %d with a trainer state at step %d", n.joined.SourceRank, n.opt.StepCount(), resumed.OptimizerStep)
 		}
-		n.log.Info("took over the state of a survivor", "source_rank", n.joined.SourceRank, "step", startStep,
-			"seconds", time.Since(begin).Seconds())
+		if n.rank == int(n.joined.SourceRank) {
+			n.log.Info("sent this rank's state to the re-formed ring", "step", startStep, "seconds", time.Since(begin).Seconds())
+		} else {
+			n.log.Info("took over the state of a survivor", "source_rank", n.joined.SourceRank, "step", startStep,
+				"seconds", time.Since(begin).Seconds())
+		}
 	} else if err := n.stepper.SyncWeights(ctx); err != nil {
 		return nil, err
 	}
@@ -288,6 +293,9 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 	var log *metricsLog
 	if n.rank == 0 {
 		lock, err := LockOutput(n.job.Output)
+		if err != nil && recovering {
+			lock, err = n.awaitOutputLock(ctx, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -311,7 +319,60 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 		defer log.close()
 	}
 	loop := &stepLoop{runner: n, sampler: sampler, total: totalSteps, metrics: log, start: time.Now(), evalLoss: math.NaN()}
+	if recovering && log != nil {
+		if err := loop.catchUp(startStep, skips); err != nil {
+			return nil, err
+		}
+	}
 	return loop.run(ctx, startStep)
+}
+
+// catchUp runs on rank 0 after a re-formed ring, before the first step. The
+// elapsed time goes on from the last line of metrics.jsonl, and a checkpoint
+// that was due at the start step but lost with a rank is written now.
+func (l *stepLoop) catchUp(startStep, skips int) error {
+	l.start = time.Now().Add(-l.metrics.lastElapsed)
+	if l.metrics.lastStep < startStep {
+		// NOTE: the step's line (with its evaluation) is lost: its stats and
+		// the coordinator's summary went with the failed generation.
+		l.log.Warn("metrics.jsonl has no line for the step the ring re-formed at: a rank was lost before the line was written",
+			"step", startStep, "last_line_step", l.metrics.lastStep)
+	}
+	every := l.job.Checkpoint.EverySteps
+	if startStep == 0 || every <= 0 || startStep%every != 0 {
+		return nil
+	}
+	if _, err := os.Stat(CheckpointPath(l.job.Output, startStep)); err == nil {
+		return nil
+	}
+	l.log.Warn("writing the checkpoint that was due at the step the ring re-formed at", "step", startStep)
+	if err := l.checkpoint(startStep, skips); err != nil {
+		return fmt.Errorf("step %d: checkpoint: %w", startStep, err)
+	}
+	l.lastCheckpoint = startStep
+	return nil
+}
+
+// awaitOutputLock retries the output lock for up to cluster.join_timeout. A
+// replacement of rank 0 finds it held when the lost rank 0 is a process that
+// hangs rather than died, until something (a liveness probe, the launcher)
+// ends that process.
+func (n *runner) awaitOutputLock(ctx context.Context, lockErr error) (*os.File, error) {
+	n.log.Warn("the output folder is locked, waiting for the lost rank 0 to exit", "output", n.job.Output, "err", lockErr)
+	deadline := time.Now().Add(n.job.JoinTimeoutDuration())
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, lockErr
+		case <-time.After(time.Second):
+		}
+		lock, err := LockOutput(n.job.Output)
+		if err == nil {
+			return lock, nil
+		}
+		lockErr = err
+	}
+	return nil, lockErr
 }
 
 // stepLoop runs the optimizer steps of one node.
@@ -340,7 +401,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			}
 		}
 	}
-	l.lastCheckpoint = startStep
+	l.lastCheckpoint = max(l.lastCheckpoint, startStep)
 	for step := startStep + 1; step <= l.total; step++ {
 		// The state after the previous step, which a failed step leaves in the
 		// weights and the optimizer, but not in the sampler and the dropout step.
@@ -561,7 +622,7 @@ func (l *stepLoop) salvage(st TrainerState, cause error) error {
 		l.log.Error("writing a checkpoint of the last completed step failed", "step", st.Step, "err", err)
 		return fmt.Errorf("%w (and the checkpoint of step %d failed: %v)", cause, st.Step, err)
 	}
-	l.log.Warn("wrote a checkpoint of the last completed step before exiting", "step", st.Step, "path", path,
+	l.log.Warn("wrote a checkpoint of the last completed step after the step loop ended", "step", st.Step, "path", path,
 		"seconds", time.Since(begin).Seconds(), "cause", cause)
 	return cause
 }

@@ -86,6 +86,10 @@ func stepLine(step, epoch int, stats train.Stats, d *pb.StepDecision, world int,
 type metricsLog struct {
 	f *os.File
 	w *bufio.Writer
+	// lastStep and lastElapsed are the step and elapsed_s of the last line
+	// kept from earlier generations or runs, or -1 and 0 without one.
+	lastStep    int
+	lastElapsed time.Duration
 }
 
 // openMetricsLog opens metrics.jsonl in output for appending. A resumed run
@@ -99,11 +103,24 @@ func openMetricsLog(output string, startStep int) (*metricsLog, error) {
 	if err := truncateMetrics(path, startStep); err != nil {
 		return nil, err
 	}
+	m := &metricsLog{lastStep: -1}
+	if raw, err := os.ReadFile(path); err == nil {
+		for line := range bytes.Lines(raw) {
+			var last struct {
+				Step    int     `json:"step"`
+				Elapsed float64 `json:"elapsed_s"`
+			}
+			if json.Unmarshal(line, &last) == nil {
+				m.lastStep, m.lastElapsed = last.Step, time.Duration(last.Elapsed*float64(time.Second))
+			}
+		}
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &metricsLog{f: f, w: bufio.NewWriter(f)}, nil
+	m.f, m.w = f, bufio.NewWriter(f)
+	return m, nil
 }
 
 // truncateMetrics keeps the lines of steps 1 to keepStep and, when keepStep

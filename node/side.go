@@ -56,9 +56,10 @@ func startSideServers(metricsAddr, healthAddr string, log *slog.Logger) (*sideSe
 }
 
 // registerRank registers the node's metrics, which carry its rank as a
-// label, once the coordinator has assigned it.
+// label, once the coordinator has assigned it. A node keeps its rank when the
+// ring re-forms, so later calls change nothing.
 func (s *sideServers) registerRank(rank int) {
-	if s == nil || s.registry == nil {
+	if s == nil || s.registry == nil || s.metrics != nil {
 		return
 	}
 	s.metrics = metrics.NewNodeMetrics(s.registry, rank)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs the CUDA backend's tests and benchmarks on a machine with an NVIDIA GPU
-# and no Go toolchain, from test binaries built beforehand on another machine:
+# Runs the CUDA backend's tests and benchmarks, and times training steps of
+# Qwen3-0.6B, on a machine with an NVIDIA GPU and no Go toolchain, from binaries
+# built beforehand on another machine:
 #
-#   mkdir -p gpu-bin
-#   CGO_ENABLED=0 go test -c -o gpu-bin/cuda.test ./kernels/cuda
-#   CGO_ENABLED=0 go test -c -o gpu-bin/cudalib.test ./kernels/cuda/internal/cudalib
+#   make gpu-bin                        # gpu-bin/cuda.test and gpu-bin/cudalib.test
+#   make build                          # bin/ringtune, CGO_ENABLED=0, loads CUDA through purego
 #   scripts/gpu-check.sh [OUT]          # on the GPU machine, from the repository root
 #
 # It needs the NVIDIA driver and CUDA's NVRTC and cuBLAS (CUDA 11.2 or later) where
@@ -14,12 +14,18 @@
 #   system.log       nvidia-smi, the CUDA libraries found, the binaries run
 #   NAME-tests.log   go test -v output of gpu-bin/NAME.test
 #   bench.log        the benchmarks of gpu-bin/cuda.test, with TFLOP/s per shape
+#   bench-step.json  one JSON line per configuration of `bin/ringtune bench step`:
+#                    Qwen3-0.6B in lora, full and lora with --frozen-bf16, batch 8
+#                    × seq 1024, with tokens/s, TFLOP/s, MFU and peak device memory
+#   bench-step.log   the log of those runs
 #   summary.log      one line per step with its exit status and time
 #
 # BenchmarkGemmBF16 measures cuBLAS's bf16×bf16 GEMM with fp32 accumulation on
 # Qwen3-0.6B's shapes. Its TFLOP/s is the peak that the backend's products can
 # reach on this GPU, because cuBLAS runs them. It needs neither PyTorch nor
-# nvcc. The timeouts below bound the whole run to about 7.5 minutes.
+# nvcc. The highest of its rates is the --peak-tflops that bench step divides
+# by for MFU. Without a rate in bench.log, bench step runs without MFU.
+# The timeouts below bound the whole run to about 8 minutes.
 #
 # Exit status: 0 when every step passed, 1 otherwise. A missing binary fails
 # its step and the others still run.
@@ -39,15 +45,25 @@ status=0
 summary="${out}/summary.log"
 : >"${summary}"
 
-# step NAME TIMEOUT DIR LOG COMMAND...: runs COMMAND in DIR with a timeout,
-# appends its output to LOG and a line to the summary.
+# step [--stdout FILE] NAME TIMEOUT DIR LOG COMMAND...: runs COMMAND in DIR
+# with a timeout, appends its output to LOG, or only its stderr when --stdout
+# appends its stdout to FILE, and appends a line to the summary.
 step() {
+  local stdout=""
+  if [[ "$1" == --stdout ]]; then
+    stdout="$2"
+    shift 2
+  fi
   local name="$1" limit="$2" dir="$3" log="$4"
   shift 4
   local start end rc
   start=$(date +%s)
   echo "== ${name}: $*" >>"${log}"
-  (cd "${dir}" && timeout --kill-after=10 "${limit}" "$@") >>"${log}" 2>&1
+  if [[ -n "${stdout}" ]]; then
+    (cd "${dir}" && timeout --kill-after=10 "${limit}" "$@") >>"${stdout}" 2>>"${log}"
+  else
+    (cd "${dir}" && timeout --kill-after=10 "${limit}" "$@") >>"${log}" 2>&1
+  fi
   rc=$?
   end=$(date +%s)
   if [[ ${rc} -eq 124 || ${rc} -eq 137 ]]; then
@@ -68,6 +84,7 @@ step() {
   ls -l /usr/local/cuda/lib64/libnvrtc.so* /usr/local/cuda/lib64/libcublas.so* 2>/dev/null || echo "  none in /usr/local/cuda/lib64"
   echo "binaries:"
   ls -l "${bin}" 2>/dev/null || echo "  ${bin} is missing; build the test binaries first (see the top of this script)"
+  ls -l "${root}/bin/ringtune" 2>/dev/null || echo "  ${root}/bin/ringtune is missing; run make build first"
 } >"${out}/system.log" 2>&1
 
 # Package folder of each test binary: tests read testdata relative to it.
@@ -75,11 +92,12 @@ declare -A packages=(
   [cuda]=kernels/cuda
   [cudalib]=kernels/cuda/internal/cudalib
 )
-# Time limits: with the benchmarks' 180 s, at most 440 s in all. Each test
-# binary's own -test.timeout is 10 s shorter, so that it prints which test hung.
+# Time limits: with the benchmarks' 140 s and bench step's 90 s and 40 s, at
+# most 480 s in all. Each test binary's own -test.timeout is 10 s shorter, so
+# that it prints which test hung.
 declare -A limits=(
-  [cuda]=200
-  [cudalib]=60
+  [cuda]=170
+  [cudalib]=40
 )
 
 for name in cuda cudalib; do
@@ -98,8 +116,43 @@ done
 if [[ -x "${bin}/cuda.test" ]]; then
   log="${out}/bench.log"
   : >"${log}"
-  step "cuda benchmarks" 180s "${root}/kernels/cuda" "${log}" \
-    "${bin}/cuda.test" -test.run='^$' -test.bench=. -test.benchtime=1s -test.timeout=170s
+  step "cuda benchmarks" 140s "${root}/kernels/cuda" "${log}" \
+    "${bin}/cuda.test" -test.run='^$' -test.bench=. -test.benchtime=1s -test.timeout=130s
+fi
+
+# bench step divides its TFLOP/s by the highest rate of BenchmarkGemmBF16, whose
+# lines read "BenchmarkGemmBF16/MxKxN-P  N  T ns/op  R TFLOP/s".
+peak_tflops=""
+if [[ -f "${out}/bench.log" ]]; then
+  peak_tflops=$(awk '
+    BEGIN { best = 0 }
+    $1 ~ /^BenchmarkGemmBF16\// {
+      for (i = 2; i < NF; i++) if ($(i + 1) == "TFLOP/s" && $i + 0 > best) best = $i + 0
+    }
+    END { if (best > 0) print best }' "${out}/bench.log")
+fi
+
+log="${out}/bench-step.log"
+json="${out}/bench-step.json"
+: >"${log}"
+: >"${json}"
+if [[ -x "${root}/bin/ringtune" ]]; then
+  step_args=(bench step --device cuda:0 --shape qwen3-0.6b --batch 8 --seq 1024 --steps 5 --warmup 2 --json)
+  if [[ -n "${peak_tflops}" ]]; then
+    step_args+=(--peak-tflops "${peak_tflops}")
+    echo "gpu-check: --peak-tflops ${peak_tflops}, the highest BenchmarkGemmBF16 rate in bench.log" >>"${log}"
+  else
+    echo "gpu-check: bench.log has no BenchmarkGemmBF16 rate, so bench step reports no MFU" >>"${log}"
+  fi
+  # Each mode runs in a child process of its own, so each peak covers one.
+  step --stdout "${json}" "bench step lora,full" 90s "${root}" "${log}" \
+    "${root}/bin/ringtune" "${step_args[@]}" --mode lora,full
+  step --stdout "${json}" "bench step lora bf16" 40s "${root}" "${log}" \
+    "${root}/bin/ringtune" "${step_args[@]}" --mode lora --frozen-bf16
+else
+  echo "gpu-check: ${root}/bin/ringtune is missing; run make build first" >>"${log}"
+  printf '%-28s missing\n' "bench step" | tee -a "${summary}"
+  status=1
 fi
 
 echo "gpu-check: logs in ${out}" >&2

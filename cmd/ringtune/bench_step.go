@@ -35,18 +35,37 @@ var defaultStepLoRATargets = strings.Join(model.DefaultLoRA().TargetModules, ","
 func benchStepCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "step",
-		Usage: "time one training step (forward, backward, AdamW) on random weights and tokens, and report tokens/s and peak RSS",
+		Usage: "time one training step (forward, backward, AdamW) on random weights and tokens, and report tokens/s, TFLOP/s, MFU and peak memory",
 		Description: "Builds the model with random weights, then runs --warmup untimed and --steps timed training\n" +
 			"steps, each on a new batch of random tokens whose targets are the next token, as\n" +
 			"bench/peers/torch_train_step.py does in PyTorch. A step is ZeroGrad, the forward and\n" +
 			"backward passes with the mean loss, and an AdamW update. tokens/s is batch × seq over the\n" +
 			"median step time. Peak RSS is getrusage's maximum resident set size of the process, which\n" +
-			"with --device cuda:N counts host memory only, not GPU memory.\n" +
+			"with --device cuda:N counts host memory only, not GPU memory. Peak device memory is the\n" +
+			"maximum of the bytes that the backend held in allocations: the tensor buffers (weights,\n" +
+			"gradients, activations and AdamW moments) and, with --device cuda:N, the scratch buffers of\n" +
+			"the ops. With --device cpu it counts the tensor buffers in host memory only.\n" +
+			"\n" +
+			"TFLOP/s is FLOPs per token × tokens/s. The FLOPs are those of the model's matrix products,\n" +
+			"2 per multiply-add, per token of a row of --seq tokens:\n" +
+			"  full mode: 6 per weight of the seven projections and the LM head (forward 2, input\n" +
+			"             gradient 2, weight gradient 2)\n" +
+			"  lora mode: 4 per frozen weight (forward 2, input gradient 2) + 6 per adapter weight\n" +
+			"  attention: 6·layers·seq·query heads·head_dim, the QKᵀ and AV products forward and\n" +
+			"             backward over the causal half of the seq × seq scores\n" +
+			"The input embedding is a lookup and is not counted, and a tied embedding counts once, as the\n" +
+			"LM head. Elementwise ops, AdamW and recomputed products (the forward pass of --checkpointing,\n" +
+			"the QKᵀ of the attention backward) are not counted.\n" +
+			"MFU is TFLOP/s over --peak-tflops, such as the bf16 GEMM rate of BenchmarkGemmBF16 in\n" +
+			"kernels/cuda on the same GPU.\n" +
 			"\n" +
 			"--shape and --mode take comma-separated lists. With more than one configuration the\n" +
 			"command runs each in a child process of its own, so that each peak RSS covers one\n" +
 			"configuration. --json prints one JSON object per configuration and line:\n" +
-			`{"tokens_per_s": ..., "step_s": ..., "peak_rss_bytes": ..., "shape": ..., "mode": ...}` + "\n" +
+			`{"tokens_per_s": ..., "step_s": ..., "peak_rss_bytes": ..., "shape": ..., "mode": ...,` + "\n" +
+			` "flops_per_token": ..., "model_tflops": ..., "peak_tflops": ..., "mfu": ..., "peak_device_bytes": ...}` + "\n" +
+			"where peak_tflops and mfu are null without --peak-tflops, and peak_device_bytes is null when\n" +
+			"the backend does not count its memory.\n" +
 			"\n" +
 			"Set RINGTUNE_CPUPROFILE=FILE to write a CPU profile of the timed steps for go tool pprof\n" +
 			"(FILE.1, FILE.2, ... with several configurations).",
@@ -67,6 +86,7 @@ func benchStepCommand() *cli.Command {
 			&cli.IntFlag{Name: "cross-entropy-chunk-rows", Usage: "rows of logits that the backend computes at a time in the loss, which take 4·rows·vocab bytes (0: the backend's default)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the random weights and token batches"},
 			&cli.Float64Flag{Name: "lr", Value: 1e-4, Usage: "AdamW learning rate"},
+			&cli.Float64Flag{Name: "peak-tflops", Usage: "reference rate in TFLOP/s that MFU divides the achieved TFLOP/s by, such as the measured bf16 GEMM rate of the GPU (0: no MFU)"},
 			&cli.BoolFlag{Name: "json", Usage: "print only one JSON object per configuration on stdout; logs go to stderr"},
 		},
 		Action: runBenchStep,
@@ -81,6 +101,16 @@ type stepResult struct {
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	Shape        string  `json:"shape"`
 	Mode         string  `json:"mode"`
+
+	FLOPsPerToken int64   `json:"flops_per_token"` // see trainingFLOPsPerToken
+	ModelTFLOPS   float64 `json:"model_tflops"`    // FLOPsPerToken × TokensPerS / 10¹²
+	// PeakTFLOPS is --peak-tflops, and MFU is ModelTFLOPS / PeakTFLOPS. Both
+	// are nil without --peak-tflops.
+	PeakTFLOPS *float64 `json:"peak_tflops"`
+	MFU        *float64 `json:"mfu"`
+	// PeakDeviceBytes is the backend's kernels.MemoryStats.PeakAllocatedBytes,
+	// or nil when the backend does not implement it.
+	PeakDeviceBytes *int64 `json:"peak_device_bytes"`
 }
 
 // stepParams are the settings of one configuration.
@@ -95,6 +125,7 @@ type stepParams struct {
 	chunkRows                 int // device.Options.CrossEntropyChunkRows; 0 is the backend's default
 	seed                      uint64
 	lr                        float64
+	peakTFLOPS                float64 // 0: no MFU
 }
 
 // args returns the flags that make a child process run exactly p.
@@ -104,7 +135,7 @@ func (p stepParams) args() []string {
 		"--batch", fmt.Sprint(p.batch), "--seq", fmt.Sprint(p.seq),
 		"--steps", fmt.Sprint(p.steps), "--warmup", fmt.Sprint(p.warmup), "--device", p.device.String(),
 		"--threads", fmt.Sprint(p.threads), "--cross-entropy-chunk-rows", fmt.Sprint(p.chunkRows), "--seed", fmt.Sprint(p.seed),
-		"--lr", fmt.Sprint(p.lr),
+		"--lr", fmt.Sprint(p.lr), "--peak-tflops", fmt.Sprint(p.peakTFLOPS),
 	}
 	if p.opts.Mode == model.ModeLoRA {
 		args = append(args, "--lora-rank", fmt.Sprint(p.opts.LoRA.Rank), "--lora-alpha", fmt.Sprint(p.opts.LoRA.Alpha),
@@ -153,6 +184,7 @@ func readStepParams(c *cli.Context) ([]stepParams, error) {
 	base := stepParams{
 		batch: c.Int("batch"), seq: c.Int("seq"), steps: c.Int("steps"), warmup: c.Int("warmup"), device: dev,
 		threads: c.Int("threads"), chunkRows: c.Int("cross-entropy-chunk-rows"), seed: c.Uint64("seed"), lr: c.Float64("lr"),
+		peakTFLOPS: c.Float64("peak-tflops"),
 	}
 	if base.seq < 2 {
 		return nil, fmt.Errorf("invalid --seq %d: next-token loss needs at least 2 tokens per row", base.seq)
@@ -168,6 +200,9 @@ func readStepParams(c *cli.Context) ([]stepParams, error) {
 	}
 	if !(base.lr >= 0) || math.IsInf(base.lr, 0) {
 		return nil, fmt.Errorf("invalid --lr %v: use a finite number, 0 or more", base.lr)
+	}
+	if !(base.peakTFLOPS >= 0) || math.IsInf(base.peakTFLOPS, 0) {
+		return nil, fmt.Errorf("invalid --peak-tflops %v: use the reference rate in TFLOP/s, or 0 for no MFU", base.peakTFLOPS)
 	}
 
 	modes, err := parseStepModes(c.String("mode"))
@@ -325,9 +360,72 @@ func runStepConfig(ctx context.Context, p stepParams) (stepResult, error) {
 		Shape:        p.shape,
 		Mode:         p.opts.Mode.String(),
 	}
+	r.setFLOPs(trainingFLOPsPerToken(p.cfg, p.opts, p.seq), p.peakTFLOPS)
+	if stats, ok := backend.(kernels.MemoryStats); ok {
+		peak := stats.PeakAllocatedBytes()
+		r.PeakDeviceBytes = &peak
+	}
 	slog.Info("done", "tokens_per_s", r.TokensPerS, "step_s", r.StepS, "min_step_s", slices.Min(times), "max_step_s", slices.Max(times),
-		"peak_rss_bytes", r.PeakRSSBytes)
+		"model_tflops", r.ModelTFLOPS, "mfu", optionalValue(r.MFU), "peak_rss_bytes", r.PeakRSSBytes,
+		"peak_device_bytes", optionalValue(r.PeakDeviceBytes))
 	return r, nil
+}
+
+// setFLOPs sets the FLOPs per token and the rates that follow from them and
+// TokensPerS. peakTFLOPS 0 leaves PeakTFLOPS and MFU nil.
+func (r *stepResult) setFLOPs(flopsPerToken int64, peakTFLOPS float64) {
+	r.FLOPsPerToken = flopsPerToken
+	r.ModelTFLOPS = float64(flopsPerToken) * r.TokensPerS / 1e12
+	if peakTFLOPS > 0 {
+		mfu := r.ModelTFLOPS / peakTFLOPS
+		r.PeakTFLOPS, r.MFU = &peakTFLOPS, &mfu
+	}
+}
+
+// optionalValue returns *p, or nil when p is nil, for log attributes.
+func optionalValue[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// trainingFLOPsPerToken returns the model FLOPs of one training step, forward
+// and backward, per token of rows of seq tokens. It counts the matrix
+// products, 2 FLOPs per multiply-add:
+//
+//   - Each weight of the projections and the LM head takes 6 in full mode:
+//     forward 2, input gradient 2 and weight gradient 2. In LoRA mode these
+//     weights are frozen and take 4, because no weight gradient is computed.
+//   - Each LoRA adapter weight takes 6.
+//   - Causal attention takes 6·L·seq·NH·HS. Query t attends to t+1 keys, about
+//     seq/2 on average, so the QKᵀ and AV products take 2·(seq/2)·NH·HS each
+//     per layer forward, and backward takes twice the forward.
+//
+// The input embedding is a lookup, not a product, so a tied embedding counts
+// once, as the LM head. Norms, RoPE, SwiGLU, softmax, the loss and AdamW are
+// not counted. Neither is the forward pass that activation checkpointing
+// repeats, nor the QKᵀ that the attention backward recomputes, because model
+// FLOPs count the work of the model and not of its implementation.
+//
+// NOTE: the CPU and CUDA attention kernels skip the key tiles above the
+// diagonal but compute the tiles on it whole, and the head skips the last
+// token of each row, which has no target. Both differ from this count by
+// less than 1/seq of the attention's or the head's share.
+func trainingFLOPsPerToken(cfg model.Config, opts model.Options, seq int) int64 {
+	// The LM head multiplies by a (V, C) matrix whether or not it is tied.
+	productWeights := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
+	for _, p := range cfg.Params() {
+		if p.Module != "" {
+			productWeights += p.NumElements()
+		}
+	}
+	flops := 6 * productWeights
+	if opts.Mode == model.ModeLoRA {
+		flops = 4*productWeights + 6*cfg.NumLoRAParams(opts.LoRA)
+	}
+	attentionWidth := int64(cfg.NumHeads) * int64(cfg.HeadDim)
+	return flops + 6*int64(cfg.NumLayers)*int64(seq)*attentionWidth
 }
 
 // timeSteps runs the warm-up and timed steps and returns the times of the timed ones.
@@ -557,12 +655,45 @@ func printStepResults(w io.Writer, results []stepResult, configs []stepParams, a
 		fmt.Fprintf(w, "# ringtune training step (forward, backward, AdamW) on %s\n", p.device)
 	}
 	fmt.Fprintf(w, "# step: median of %d steps after %d warm-up; tokens/s = batch × seq / step; peak RSS per process\n", p.steps, p.warmup)
-	fmt.Fprintf(w, "%-12s %-14s %10s %12s %10s %14s\n", "shape", "mode", "batch×seq", "tokens/s", "step(s)", "peak RSS(GiB)")
+	fmt.Fprintln(w, "# TFLOP/s = FLOPs per token × tokens/s, counting matrix products: 6 per weight (full) or 4 per frozen weight")
+	fmt.Fprintln(w, "#   and 6 per adapter weight (lora), plus 6·layers·seq·query heads·head_dim for causal attention")
+	if p.peakTFLOPS > 0 {
+		fmt.Fprintf(w, "# MFU = TFLOP/s / %g (--peak-tflops)\n", p.peakTFLOPS)
+	}
+	memoryLabel := "peak dev(GiB)"
+	if p.device.Kind == device.CPU {
+		fmt.Fprintln(w, "# tensors: peak of the backend's tensor buffers in host memory (weights, gradients, activations, AdamW moments), without the ops' scratch")
+		memoryLabel = "tensors(GiB)"
+	} else {
+		fmt.Fprintln(w, "# peak dev: peak of the device memory that the backend allocated for tensor buffers and the ops' scratch")
+	}
+
+	fmt.Fprintf(w, "%-12s %-14s %10s %12s %10s %9s", "shape", "mode", "batch×seq", "tokens/s", "step(s)", "TFLOP/s")
+	if p.peakTFLOPS > 0 {
+		fmt.Fprintf(w, " %7s", "MFU")
+	}
+	fmt.Fprintf(w, " %14s %14s\n", "peak RSS(GiB)", memoryLabel)
 	for i, r := range results {
-		fmt.Fprintf(w, "%-12s %-14s %10s %12.1f %10.3f %14.2f\n", r.Shape, describeStepMode(configs[i]),
-			fmt.Sprintf("%d×%d", configs[i].batch, configs[i].seq), r.TokensPerS, r.StepS, float64(r.PeakRSSBytes)/(1<<30))
+		fmt.Fprintf(w, "%-12s %-14s %10s %12.1f %10.3f %9.3f", r.Shape, describeStepMode(configs[i]),
+			fmt.Sprintf("%d×%d", configs[i].batch, configs[i].seq), r.TokensPerS, r.StepS, r.ModelTFLOPS)
+		if p.peakTFLOPS > 0 {
+			fmt.Fprintf(w, " %6.1f%%", 100*optionalFloat(r.MFU))
+		}
+		deviceGiB := "-"
+		if r.PeakDeviceBytes != nil {
+			deviceGiB = fmt.Sprintf("%.2f", float64(*r.PeakDeviceBytes)/(1<<30))
+		}
+		fmt.Fprintf(w, " %14.2f %14s\n", float64(r.PeakRSSBytes)/(1<<30), deviceGiB)
 	}
 	return nil
+}
+
+// optionalFloat returns *p, or NaN when p is nil.
+func optionalFloat(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
 }
 
 // describeStepMode returns the mode with its memory options, such as lora+bf16.

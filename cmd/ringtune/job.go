@@ -203,8 +203,11 @@ func planJob(ctx context.Context, job *jobconfig.Config, resume string, logger *
 			slog.Warn("the job config differs from the one the checkpoint was written under; resuming with the new one", "checkpoint", dir)
 		}
 		slog.Info("resuming from a checkpoint", "checkpoint", dir, "after_step", st.Step, "epoch", st.Sampler.Epoch)
-		if st.Step >= total {
+		if st.Step > total {
 			return nil, coordinator.Config{}, fmt.Errorf("resume: the checkpoint %s is at step %d, and the job has %d steps: raise schedule.steps to train further", dir, st.Step, total)
+		}
+		if st.Step == total {
+			slog.Warn("the checkpoint is of the last step, so the job only writes the final model; raise schedule.steps to train further", "checkpoint", dir)
 		}
 		startStep = st.Step
 	}

@@ -102,11 +102,12 @@ func TestMultiHostNodeRestart(t *testing.T) {
 	env := append(os.Environ(), "RINGTUNE_JOB_TOKEN=multi-host-test", fmt.Sprintf("GOMAXPROCS=%d", procs), "RINGTUNE_LOG_LEVEL=info")
 	common := []string{"--config", job, "--set", "lora.dropout=0.1", "--set", "cluster.max_restarts=1"}
 	coord := startInNamespace(t, nw.names[0], "coordinator", env,
-		append([]string{"coordinator", "--listen", ":29400", "--gossip-addr", ":7946", "--metrics-addr", ""}, common...)...)
+		append([]string{"coordinator", "--listen", ":29400", "--gossip-addr", ":7946", "--metrics-addr", ":9400"}, common...)...)
+	// The flags follow the node Job of deploy/k8s, metrics and health included.
 	startNode := func(rank int) *hostProcess {
 		args := append([]string{"node", "--coordinator", "ringtune-coordinator:29400", "--rank", fmt.Sprint(rank),
 			"--listen", ":29500", "--advertise", fmt.Sprintf("ringtune-nodes-%d.ringtune-nodes:29500", rank),
-			"--gossip-addr", ":7946", "--gossip-join", "ringtune-nodes:7946"}, common...)
+			"--gossip-addr", ":7946", "--gossip-join", "ringtune-nodes:7946", "--metrics-addr", ":9400", "--health-addr", ":8081"}, common...)
 		return startInNamespace(t, nw.names[rank+1], fmt.Sprintf("rank %d", rank), env, args...)
 	}
 	nodes := make([]*hostProcess, world)

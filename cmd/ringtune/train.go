@@ -145,6 +145,7 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	progress := newTrainProgress(coordCfg.TotalSteps, coordCfg.StartStep, job.Cluster.Nodes, filepath.Join(job.Output, node.MetricsFile))
+	lostNodes := make(chan string, job.Cluster.Nodes)
 	server, err := coordinator.NewServer(coordinator.ServerConfig{
 		Job:        coordCfg,
 		Token:      token,
@@ -152,6 +153,12 @@ func runTrain(c *cli.Context) error {
 		GossipAddr: "127.0.0.1:0",
 		Logger:     coordLog,
 		OnSummary:  progress.observe,
+		OnRankLost: func(_ int, nodeID string) {
+			select {
+			case lostNodes <- nodeID:
+			default:
+			}
+		},
 		// Rank 0 writes the final model after the last step; the coordinator
 		// waits for it before it ends.
 		ShutdownTimeout: finalOutputTimeout,
@@ -172,7 +179,7 @@ func runTrain(c *cli.Context) error {
 		<-serverDone
 		return err
 	}
-	serverErr, nodeErrs := waitJob(ctx, server, serverDone, nodes)
+	serverErr, nodeErrs := waitJob(ctx, server, serverDone, lostNodes, nodes)
 	progress.finish()
 
 	if err := firstJobError(c.Context, serverErr, nodeErrs, nodes); err != nil {
@@ -255,7 +262,8 @@ func newToken() (string, error) {
 
 // localNode is one node process of a local job.
 type localNode struct {
-	rank int
+	rank   int
+	nodeID string
 	// restart counts the processes of this rank started before this one.
 	restart  int
 	launcher *nodeLauncher
@@ -331,7 +339,7 @@ func (l *nodeLauncher) start(rank, restart int) (*localNode, error) {
 		return nil, fmt.Errorf("starting node %d: %w", rank, err)
 	}
 
-	node := &localNode{rank: rank, restart: restart, launcher: l, cmd: cmd, log: logPath, done: make(chan struct{})}
+	node := &localNode{rank: rank, nodeID: nodeID, restart: restart, launcher: l, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		node.err = cmd.Wait()
 		close(node.done)
@@ -360,10 +368,11 @@ func nodeEnv() []string {
 // waitJob waits until the coordinator ends the job and every node exits. A
 // node that fails while the coordinator still runs, before it joined for
 // example, stops the job at once rather than at the join deadline, unless
-// cluster.max_restarts allows a restart: then a new process takes its rank and
-// the coordinator re-forms the ring. When ctx ends first (Ctrl-C), it stops
-// the nodes.
-func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan error, nodes []*localNode) (error, []error) {
+// cluster.max_restarts allows a restart of its rank: then a new process takes
+// the rank and the coordinator re-forms the ring. A process whose node id the
+// coordinator declared lost (a hung process, for example) is killed and so
+// restarted. When ctx ends first (Ctrl-C), it stops the nodes.
+func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan error, lost <-chan string, nodes []*localNode) (error, []error) {
 	exits := make(chan *localNode, len(nodes))
 	watch := func(n *localNode) {
 		go func() { <-n.done; exits <- n }()
@@ -373,7 +382,7 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 	}
 
 	var serverErr error
-	restarts := 0
+	restarts := make(map[int]int) // by rank
 	serverRunning, running, stopping := true, len(nodes), false
 	for serverRunning || running > 0 {
 		select {
@@ -388,15 +397,30 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 					stopNodes(nodes)
 				}()
 			}
+		case nodeID := <-lost:
+			for _, n := range nodes {
+				select {
+				case <-n.done:
+				default:
+					// A replacement of the rank may run already; only the
+					// process the coordinator lost is killed.
+					if n.nodeID == nodeID && !stopping {
+						slog.Warn("killing the process of a lost node, so that a replacement takes its place",
+							"rank", n.rank, "node", nodeID, "pid", n.cmd.Process.Pid)
+						_ = n.cmd.Process.Kill()
+					}
+				}
+			}
 		case n := <-exits:
 			running--
-			if n.err == nil || !serverRunning || stopping {
+			if n.err == nil || !serverRunning || stopping || server.Ended() {
 				continue
 			}
-			if restarts < n.launcher.job.Cluster.MaxRestarts {
-				restarts++
+			maxRestarts := n.launcher.job.Cluster.MaxRestarts
+			if restarts[n.rank] < maxRestarts {
+				restarts[n.rank]++
 				slog.Warn("node exited, starting a replacement", "rank", n.rank, "err", n.err,
-					"restart", restarts, "max_restarts", n.launcher.job.Cluster.MaxRestarts)
+					"restart", restarts[n.rank], "max_restarts", maxRestarts)
 				replacement, err := n.launcher.start(n.rank, n.restart+1)
 				if err == nil {
 					nodes[slices.Index(nodes, n)] = replacement
@@ -405,6 +429,9 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 					continue
 				}
 				slog.Error("starting a replacement node failed", "rank", n.rank, "err", err)
+			} else if maxRestarts > 0 {
+				slog.Error("node exited, and its rank was restarted cluster.max_restarts times already", "rank", n.rank,
+					"err", n.err, "max_restarts", maxRestarts)
 			}
 			server.RequestStop(fmt.Sprintf("node %d exited: %v", n.rank, n.err))
 		case <-ctx.Done():
@@ -453,6 +480,20 @@ func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes
 	// A Ctrl-C that arrives after the job finished changes nothing.
 	if serverErr == nil && !slices.ContainsFunc(nodeErrs, func(err error) bool { return err != nil }) {
 		return nil
+	}
+	// Once the coordinator saw the job done, only rank 0 has work left (the
+	// final model and summary), so another rank that fails then, killed or
+	// stopped for example, changes nothing.
+	if serverErr == nil && ctx.Err() == nil {
+		for i, err := range nodeErrs {
+			if err != nil && nodes[i].rank != 0 {
+				slog.Warn("a node failed after the last step, which leaves the result intact", "rank", nodes[i].rank, "err", err)
+				nodeErrs[i] = nil
+			}
+		}
+		if !slices.ContainsFunc(nodeErrs, func(err error) bool { return err != nil }) {
+			return nil
+		}
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("stopped: %w (the last checkpoint in the output folder is intact; continue with --resume)", context.Cause(ctx))

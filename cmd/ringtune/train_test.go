@@ -756,10 +756,20 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 	runTrainCLI(t, writeTrainJob(t, dir, whole))
 	want := readTensors(t, filepath.Join(whole.output, "model"))
 
-	for _, killedRank := range []int{2, 0} {
-		t.Run(fmt.Sprintf("rank %d", killedRank), func(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rank   int
+		signal syscall.Signal
+	}{
+		{"rank 2 killed", 2, syscall.SIGKILL},
+		{"rank 0 killed", 0, syscall.SIGKILL},
+		// A hung process: gossip declares it dead, and train kills it.
+		{"rank 1 hung", 1, syscall.SIGSTOP},
+	} {
+		killedRank := tc.rank
+		t.Run(tc.name, func(t *testing.T) {
 			run := spec
-			run.output = filepath.Join(dir, fmt.Sprintf("killed-%d", killedRank))
+			run.output = filepath.Join(dir, fmt.Sprintf("killed-%d-%d", killedRank, tc.signal))
 			job := writeTrainJob(t, dir, run)
 			cmd := exec.Command(ringtuneBin, "train", "--config", job, "--set", "cluster.max_restarts=1")
 			cmd.Env = append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn")
@@ -781,7 +791,7 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			}
 			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
 			require.NotZero(t, pid, "no process of rank %d", killedRank)
-			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+			require.NoError(t, syscall.Kill(pid, tc.signal))
 
 			select {
 			case err := <-done:
@@ -805,4 +815,24 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			assert.Contains(t, string(coordLog), "re-forming the ring")
 		})
 	}
+}
+
+func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	job := writeTrainJob(t, dir, trainJob{mode: "full", base: newTrainBase(t), train: writeTrainData(t, dir, 40), output: out, nodes: 2, micro: 2, accum: 1, steps: 6, checkpoint: 3})
+	runTrainCLI(t, job)
+	want := readTensors(t, filepath.Join(out, "model"))
+
+	// As if rank 0 was lost after the last step, before it wrote the result.
+	require.NoError(t, os.RemoveAll(filepath.Join(out, "model")))
+	require.NoError(t, os.Remove(filepath.Join(out, "summary.json")))
+	runTrainCLI(t, job, "--resume", out)
+
+	assertTensorsClose(t, want, readTensors(t, filepath.Join(out, "model")), 0)
+	assert.FileExists(t, filepath.Join(out, "summary.json"))
+	assert.Len(t, readMetrics(t, out), 6, "the resumed run adds no steps")
 }

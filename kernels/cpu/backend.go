@@ -46,6 +46,8 @@ type Backend struct {
 	partials []float64 // per-chunk sums of SumSquares
 	crossEnt crossEntropyScratch
 	tasks    opTasks
+
+	memory kernels.MemoryCounter // the buffers of Alloc (see memstats.go)
 }
 
 var _ kernels.Backend = (*Backend)(nil)
@@ -133,6 +135,7 @@ func (b *Backend) Alloc(dtype kernels.DType, n int) (kernels.Buffer, error) {
 	case kernels.I32:
 		buf.i32 = make([]int32, n)
 	}
+	b.memory.Add(bufferBytes(buf))
 	return buf, nil
 }
 
@@ -143,6 +146,7 @@ func (b *Backend) Free(kb kernels.Buffer) {
 	buf := hostBuffer(kb)
 	buf.freed = true
 	buf.f32, buf.bf16, buf.i32 = nil, nil, nil
+	b.memory.Sub(bufferBytes(buf))
 }
 
 func hostBuffer(kb kernels.Buffer) *buffer {

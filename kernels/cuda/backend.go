@@ -14,8 +14,8 @@ type Options struct {
 	// Device is the CUDA device ordinal, as nvidia-smi numbers them.
 	Device int
 	// CacheDir is the folder of compiled kernel images. Empty means
-	// $RINGTUNE_CACHE/cuda, or ringtune/cuda in the user's cache folder
-	// (~/.cache/ringtune/cuda) when RINGTUNE_CACHE is unset.
+	// $RINGTUNE_CACHE/cuda-kernels, or ringtune/cuda-kernels in the user's
+	// cache folder (~/.cache/ringtune/cuda-kernels) when RINGTUNE_CACHE is unset.
 	CacheDir string
 	// StrictFP32 makes Matmul multiply F32 operands in fp32 instead of TF32,
 	// and widen a BF16 b to fp32 instead of rounding a to bf16.
@@ -48,6 +48,9 @@ type Backend struct {
 	errFlag cudalib.DevicePtr
 	// err is the first failed call since the last Sync.
 	err error
+
+	// memStats counts the device memory of Alloc and the scratch buffers.
+	memStats kernels.MemoryCounter
 
 	scratch  map[scratchSlot]*deviceScratch
 	invFreqs map[ropeKey]cudalib.DevicePtr

@@ -43,17 +43,17 @@ func (b *Backend) Alloc(dtype kernels.DType, n int) (kernels.Buffer, error) {
 	if n == 0 {
 		return buf, nil
 	}
-	// Round up to whole 32-bit words, so that MemsetD32 clears every byte.
-	words := (n*elementBytes(dtype) + 3) / 4
-	ptr, err := b.ctx.MemAlloc(words * 4)
+	size := bufferBytes(dtype, n)
+	ptr, err := b.ctx.MemAlloc(size)
 	if err != nil {
 		return nil, fmt.Errorf("kernels/cuda: allocate a %s buffer of %d elements: %w", dtype, n, err)
 	}
-	if err := b.ctx.MemsetD32Async(ptr, 0, words, b.compute); err != nil {
+	if err := b.ctx.MemsetD32Async(ptr, 0, size/4, b.compute); err != nil {
 		b.ctx.MemFree(ptr)
 		return nil, fmt.Errorf("kernels/cuda: clear a %s buffer of %d elements: %w", dtype, n, err)
 	}
 	buf.ptr = ptr
+	b.memory().Add(int64(size))
 	return buf, nil
 }
 
@@ -68,6 +68,7 @@ func (b *Backend) Free(kb kernels.Buffer) {
 	b.fail(b.ctx.StreamSynchronize(b.compute))
 	b.fail(b.ctx.MemFree(buf.ptr))
 	buf.ptr = 0
+	b.memory().Sub(int64(bufferBytes(buf.dtype, buf.n)))
 }
 
 func (b *Backend) deviceBuffer(kb kernels.Buffer) *buffer {
@@ -225,6 +226,7 @@ func (b *Backend) scratchBytes(slot scratchSlot, bytes int) cudalib.DevicePtr {
 	if s.ptr != 0 {
 		b.fail(b.ctx.StreamSynchronize(b.compute))
 		b.fail(b.ctx.MemFree(s.ptr))
+		b.memory().Sub(int64(s.bytes))
 		s.ptr, s.bytes = 0, 0
 	}
 	size := (bytes + 255) &^ 255
@@ -234,5 +236,6 @@ func (b *Backend) scratchBytes(slot scratchSlot, bytes int) cudalib.DevicePtr {
 		return 0
 	}
 	s.ptr, s.bytes = ptr, size
+	b.memory().Add(int64(size))
 	return ptr
 }

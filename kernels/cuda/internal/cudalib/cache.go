@@ -11,18 +11,18 @@ import (
 	"path/filepath"
 )
 
-// CacheDir returns the default folder of CompileCached: $RINGTUNE_CACHE/cuda when
-// RINGTUNE_CACHE is set, and otherwise ringtune/cuda in os.UserCacheDir (such as
-// ~/.cache/ringtune/cuda). It fails when neither is known.
+// CacheDir returns the default folder of CompileCached: $RINGTUNE_CACHE/cuda-kernels
+// when RINGTUNE_CACHE is set, and otherwise ringtune/cuda-kernels in os.UserCacheDir
+// (such as ~/.cache/ringtune/cuda-kernels). It fails when neither is known.
 func CacheDir() (string, error) {
 	if dir := os.Getenv("RINGTUNE_CACHE"); dir != "" {
-		return filepath.Join(dir, "cuda"), nil
+		return filepath.Join(dir, "cuda-kernels"), nil
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return "", fmt.Errorf("no cache folder for CUDA kernels: %w; set RINGTUNE_CACHE", err)
 	}
-	return filepath.Join(dir, "ringtune", "cuda"), nil
+	return filepath.Join(dir, "ringtune", "cuda-kernels"), nil
 }
 
 // cacheMagic starts every cache entry: the format's name and version.

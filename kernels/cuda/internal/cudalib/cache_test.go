@@ -119,13 +119,13 @@ func TestCacheDirFollowsEnvironment(t *testing.T) {
 	t.Setenv("RINGTUNE_CACHE", "/tmp/ringtune-cache")
 	dir, err := CacheDir()
 	require.NoError(t, err)
-	assert.Equal(t, "/tmp/ringtune-cache/cuda", dir)
+	assert.Equal(t, "/tmp/ringtune-cache/cuda-kernels", dir)
 
 	t.Setenv("RINGTUNE_CACHE", "")
 	t.Setenv("XDG_CACHE_HOME", "/tmp/xdg")
 	dir, err = CacheDir()
 	require.NoError(t, err)
-	assert.Equal(t, filepath.Join(mustUserCacheDir(t), "ringtune", "cuda"), dir)
+	assert.Equal(t, filepath.Join(mustUserCacheDir(t), "ringtune", "cuda-kernels"), dir)
 }
 
 func mustUserCacheDir(t *testing.T) string {
