@@ -67,6 +67,10 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// A host without the device fails before it holds a place in the ring.
+	if err := device.Probe(dev); err != nil {
+		return err
+	}
 	slog.Info("resolved job config", "job", job.JobID, "device", dev, "config", job.YAML())
 
 	res, err := node.Run(c.Context, node.Config{

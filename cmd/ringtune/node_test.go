@@ -1,7 +1,9 @@
 package main
 
 import (
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,4 +51,21 @@ func TestLocalNodeDevice(t *testing.T) {
 	for _, tc := range cases {
 		assert.Equal(t, tc.want, localNodeDevice(tc.spec, tc.rank).String(), "%s, rank %d", tc.spec, tc.rank)
 	}
+}
+
+func TestNodeWithoutGPUFailsBeforeJoin(t *testing.T) {
+	if err := device.Probe(device.Spec{Kind: device.CUDA, Index: 0}); err == nil {
+		t.Skip("this host has a usable CUDA device")
+	}
+	dir := t.TempDir()
+	job := writeTrainJob(t, dir, trainJob{mode: "lora", base: newTrainBase(t), train: writeTrainData(t, dir, 20), output: filepath.Join(dir, "out"), nodes: 2, micro: 1, accum: 1, steps: 2})
+
+	// No coordinator listens at the address: a node that joined first would
+	// wait for it until the join timeout.
+	t.Setenv("RINGTUNE_JOB_TOKEN", "no-gpu-test")
+	begin := time.Now()
+	_, stderr, err := runCLI(t, "node", "--config", job, "--coordinator", freeAddr(t), "--device", "cuda:0")
+	require.Error(t, err)
+	assert.Contains(t, stderr, "--device cuda:0")
+	assert.Less(t, time.Since(begin), 20*time.Second, "the node should fail before it joins")
 }

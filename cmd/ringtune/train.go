@@ -90,6 +90,11 @@ func runTrain(c *cli.Context) error {
 			return fmt.Errorf("--nodes: %w", err)
 		}
 	}
+	for rank := range job.Cluster.Nodes {
+		if err := device.Probe(localNodeDevice(dev, rank)); err != nil {
+			return fmt.Errorf("rank %d: %w", rank, err)
+		}
+	}
 	// --resume with a run's output folder continues that run in it, unless
 	// --output names another folder. A single checkpoint folder starts a run in
 	// the config's output from that checkpoint.

@@ -107,6 +107,18 @@ func CheckBuilt(spec Spec) error {
 	return nil
 }
 
+// Probe checks that this host can open spec, without building the backend: for
+// CUDA that the libraries load and the device exists. The CPU always can.
+func Probe(spec Spec) error {
+	if spec.Kind != CUDA {
+		return nil
+	}
+	if err := probeCUDA(spec.Ordinal()); err != nil {
+		return fmt.Errorf("--device %s: %w", spec, err)
+	}
+	return nil
+}
+
 // Open returns the backend of spec. The CPU path loads no CUDA library. For
 // CUDA it returns the error of kernels/cuda, such as a missing library or
 // device, with the --device value added.

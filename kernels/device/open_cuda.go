@@ -11,6 +11,8 @@ import (
 // nocuda build tag leaves out.
 const CUDABuilt = true
 
+func probeCUDA(ordinal int) error { return cuda.Probe(ordinal) }
+
 func openCUDA(ordinal int, opts Options) (kernels.Backend, error) {
 	backend, err := cuda.New(cuda.Options{
 		Device:                ordinal,

@@ -8,6 +8,8 @@ import "github.com/ringtune/ringtune/kernels"
 // nocuda build tag leaves out.
 const CUDABuilt = false
 
+func probeCUDA(int) error { return errNoCUDA }
+
 func openCUDA(int, Options) (kernels.Backend, error) {
 	return nil, errNoCUDA
 }
