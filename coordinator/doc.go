@@ -8,7 +8,11 @@
 // starts no goroutines and reads no clock (time arrives in Tick events), so tests feed
 // events directly with no network. gRPC, membership and timers live in the driver.
 //
-// A job moves through the phases rendezvous, running, then done or failed. Every
-// action carries the ring generation, starting at 1, so that a later recovery can
-// re-form the ring under a higher generation and nodes can tell old replies apart.
+// A job moves through the phases rendezvous, running, then done or failed. With
+// Config.MaxRestarts above 0, a lost rank moves a running job to recovering, and the
+// generation goes up. The survivors join again with the state of the last step they
+// completed, and a new node takes the free rank. The ring then re-forms with the
+// state of the survivor that completed the most steps. Every action carries the ring
+// generation, starting at 1, so that nodes and reports of an older ring are told
+// apart.
 package coordinator
