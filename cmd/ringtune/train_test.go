@@ -813,6 +813,11 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			coordLog, err := os.ReadFile(filepath.Join(run.output, "logs", "coordinator.log"))
 			require.NoError(t, err)
 			assert.Contains(t, string(coordLog), "re-forming the ring")
+			for line := range strings.Lines(string(coordLog)) {
+				if strings.Contains(line, "recovered from the lost rank") {
+					t.Log(strings.TrimSpace(line))
+				}
+			}
 		})
 	}
 }
