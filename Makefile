@@ -93,4 +93,4 @@ demo: build
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) $(TOOLBIN)
+	rm -rf $(BIN) $(TOOLBIN) gpu-bin

@@ -8,12 +8,15 @@
 #   scripts/gpu-check.sh [OUT]          # on the GPU machine, from the repository root
 #
 # It needs the NVIDIA driver and CUDA's NVRTC and cuBLAS (CUDA 11.2 or later) where
-# kernels/cuda/internal/cudalib searches for them (LD_LIBRARY_PATH, CUDA_PATH,
-# /usr/local/cuda). It writes into OUT (default $OUT, else ./out/gpu-check):
+# kernels/cuda/internal/cudalib searches for them (RINGTUNE_NVRTC_PATH,
+# LD_LIBRARY_PATH, CUDA_PATH, /usr/local/cuda, the system's library folders and
+# scripts/install-nvrtc.sh's folder). It writes into OUT (default $OUT, else
+# ./out/gpu-check):
 #
 #   system.log       nvidia-smi, the CUDA libraries found, the binaries run
 #   NAME-tests.log   go test -v output of gpu-bin/NAME.test
-#   bench.log        the benchmarks of gpu-bin/cuda.test, with TFLOP/s per shape
+#   bench.log        the benchmarks of gpu-bin/cuda.test (-test.v), with TFLOP/s
+#                    per shape
 #   bench-step.json  one JSON line per configuration of `bin/ringtune bench step`:
 #                    Qwen3-0.6B in lora, full and lora with --frozen-bf16, batch 8
 #                    × seq 1024, with tokens/s, TFLOP/s, MFU and peak device memory
@@ -27,6 +30,12 @@
 # by for MFU. Without a rate in bench.log, bench step runs without MFU.
 # The timeouts below bound the whole run to about 8 minutes.
 #
+# The run fails instead of passing on a machine without a usable GPU: a preflight
+# check stops it at once unless `nvidia-smi -L` lists a GPU, and
+# RINGTUNE_REQUIRE_GPU=1 makes the tests and benchmarks that need a GPU fail
+# instead of skipping or running on kernels/cuda's emulated device. A benchmark
+# run that skips or fails a benchmark, or prints no result line, counts as a failure.
+#
 # Exit status: 0 when every step passed, 1 otherwise. A missing binary fails
 # its step and the others still run.
 set -uo pipefail
@@ -36,10 +45,20 @@ out="${1:-${OUT:-${root}/out/gpu-check}}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 bin="${root}/gpu-bin"
+# The fresh cache below also moves $RINGTUNE_CACHE/nvrtc/lib, the folder where
+# scripts/install-nvrtc.sh puts NVRTC and cudalib looks for it. So an NVRTC in
+# the usual cache is passed on in RINGTUNE_NVRTC_PATH, unless that is set.
+nvrtc_cache="${RINGTUNE_CACHE:-${HOME:+${HOME}/.cache/ringtune}}"
+if [[ -z "${RINGTUNE_NVRTC_PATH:-}" && -n "${nvrtc_cache}" && -d "${nvrtc_cache}/nvrtc/lib" ]]; then
+  export RINGTUNE_NVRTC_PATH="${nvrtc_cache}/nvrtc/lib"
+fi
 # Compiled kernels go to a fresh cache, so the run includes NVRTC's compile.
 export RINGTUNE_CACHE="${out}/cache"
 # The NVRTC compile test fails, instead of skipping, when NVRTC is missing.
 export RINGTUNE_REQUIRE_NVRTC=1
+# The GPU tests and benchmarks fail, instead of skipping or emulating the
+# device, when no GPU is usable.
+export RINGTUNE_REQUIRE_GPU=1
 
 status=0
 summary="${out}/summary.log"
@@ -82,10 +101,26 @@ step() {
   nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.max.sm,power.limit --format=csv || true
   echo "CUDA libraries:"
   ls -l /usr/local/cuda/lib64/libnvrtc.so* /usr/local/cuda/lib64/libcublas.so* 2>/dev/null || echo "  none in /usr/local/cuda/lib64"
+  echo "RINGTUNE_NVRTC_PATH=${RINGTUNE_NVRTC_PATH:-}"
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  echo "CUDA_PATH=${CUDA_PATH:-}"
+  echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-(unset)}"
   echo "binaries:"
   ls -l "${bin}" 2>/dev/null || echo "  ${bin} is missing; build the test binaries first (see the top of this script)"
   ls -l "${root}/bin/ringtune" 2>/dev/null || echo "  ${root}/bin/ringtune is missing; run make build first"
 } >"${out}/system.log" 2>&1
+
+# Preflight: without a GPU that nvidia-smi lists, every later step would fail
+# or measure nothing, so the run stops here.
+if ! gpus="$(nvidia-smi -L 2>&1)" || ! grep -q '^GPU [0-9]' <<<"${gpus}"; then
+  {
+    echo "== preflight: nvidia-smi -L"
+    echo "${gpus:-nvidia-smi printed nothing}"
+  } >>"${out}/system.log"
+  printf '%-28s failed: nvidia-smi -L failed or lists no GPU; see system.log\n' "preflight" | tee -a "${summary}"
+  echo "gpu-check: no usable NVIDIA GPU (nvidia-smi -L failed or lists none), so nothing else ran; logs in ${out}" >&2
+  exit 1
+fi
 
 # Package folder of each test binary: tests read testdata relative to it.
 declare -A packages=(
@@ -116,8 +151,16 @@ done
 if [[ -x "${bin}/cuda.test" ]]; then
   log="${out}/bench.log"
   : >"${log}"
+  # -test.v prints a skip's reason; without it a skipped benchmark prints nothing.
   step "cuda benchmarks" 140s "${root}/kernels/cuda" "${log}" \
-    "${bin}/cuda.test" -test.run='^$' -test.bench=. -test.benchtime=1s -test.timeout=130s
+    "${bin}/cuda.test" -test.v -test.run='^$' -test.bench=. -test.benchtime=1s -test.timeout=130s
+  # A result line reads "BenchmarkNAME-P  N  T ns/op ...".
+  results=$(grep -cE '^Benchmark[^[:space:]]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+ ns/op' "${log}")
+  skipped=$(grep -cE -- '--- SKIP: Benchmark' "${log}")
+  if [[ ${results} -eq 0 || ${skipped} -gt 0 ]]; then
+    printf '%-28s failed: %d result lines, %d skipped; see bench.log\n' "cuda benchmark results" "${results}" "${skipped}" | tee -a "${summary}"
+    status=1
+  fi
 fi
 
 # bench step divides its TFLOP/s by the highest rate of BenchmarkGemmBF16, whose

@@ -18,23 +18,78 @@
 # with `dpkg-deb -x`. It needs apt-get, dpkg-deb and Debian's archive keyring, so it
 # runs on Debian, and on Ubuntu with the debian-archive-keyring package installed.
 #
+# Only a Debian 12 host finds a mirror by itself. On Ubuntu, other Debian releases
+# or anywhere else, set RINGTUNE_DEBIAN_MIRROR, such as
+# RINGTUNE_DEBIAN_MIRROR=http://deb.debian.org/debian.
+#
 # Environment:
-#   RINGTUNE_DEBIAN_MIRROR   Debian mirror (default: the first Debian archive in the
-#                            system's apt sources that is not a security archive)
+#   RINGTUNE_DEBIAN_MIRROR   Debian mirror (default: the first Debian archive for
+#                            bookworm in the system's apt sources, one-line or deb822:
+#                            a URI that ends in /debian, suite bookworm)
 #   RINGTUNE_DEBIAN_KEYRING  keyring that signs it (default /usr/share/keyrings/debian-archive-keyring.gpg)
 set -euo pipefail
 
-cache="${RINGTUNE_CACHE:-${HOME}/.cache/ringtune}"
+# find_debian_mirror prints the first bookworm archive of Debian in the system's
+# apt sources. It skips other archives (security, updates, backports, third-party
+# repositories such as nodesource) because their suites or URIs differ.
+find_debian_mirror() {
+  local file
+  for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -r "${file}" ]] || continue
+    # deb [options] URI suite component...
+    sed -E 's/#.*//; s/\[[^]]*\]//' "${file}" | awk '
+      $1 == "deb" && $3 == "bookworm" && $2 ~ /\/debian\/?$/ { print $2; exit }'
+  done
+  for file in /etc/apt/sources.list.d/*.sources; do
+    [[ -r "${file}" ]] || continue
+    # Blank lines separate the stanzas, whose fields read like "URIs: A B" or
+    # "Suites: bookworm bookworm-updates". A line that starts with a space
+    # continues the field above it.
+    awk '
+      function flush(   n, i, words) {
+        if (found) return
+        if (types ~ /(^| )deb( |$)/ && enabled != "no" && suites ~ /(^| )bookworm( |$)/) {
+          n = split(uris, words, " ")
+          for (i = 1; i <= n; i++) {
+            if (words[i] ~ /\/debian\/?$/) { print words[i]; found = 1; exit }
+          }
+        }
+        types = uris = suites = field = ""
+        enabled = "yes"
+      }
+      BEGIN { enabled = "yes" }
+      /^[ \t]*#/ { next }
+      /^[ \t]*$/ { flush(); next }
+      /^[ \t]/ { value = $0; sub(/^[ \t]+/, "", value); append(value); next }
+      {
+        field = tolower($0); sub(/:.*/, "", field)
+        value = $0; sub(/^[^:]*:[ \t]*/, "", value)
+        append(value)
+      }
+      function append(value) {
+        if (field == "types") types = types " " value
+        else if (field == "uris") uris = uris " " value
+        else if (field == "suites") suites = suites " " value
+        else if (field == "enabled") enabled = tolower(value)
+      }
+      END { flush() }' "${file}"
+  done
+}
+
+if [[ -n "${RINGTUNE_CACHE:-}" ]]; then
+  cache="${RINGTUNE_CACHE}"
+elif [[ -n "${HOME:-}" ]]; then
+  cache="${HOME}/.cache/ringtune"
+elif [[ -z "${1:-}" ]]; then
+  echo "install-nvrtc.sh: HOME is not set, so there is no default folder: set RINGTUNE_CACHE or pass PREFIX." >&2
+  exit 1
+fi
 prefix="${1:-${cache}/nvrtc}"
 mirror="${RINGTUNE_DEBIAN_MIRROR:-}"
 if [[ -z "${mirror}" ]]; then
-  # deb822 sources (URIs: ...) first, then one-line sources (deb URI suite ...).
-  mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+  mirror="$(find_debian_mirror | head -n1 || true)"
   if [[ -z "${mirror}" ]]; then
-    mirror="$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | sed -E 's/\[[^]]*\] //' | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
-  fi
-  if [[ -z "${mirror}" ]]; then
-    echo "install-nvrtc.sh: no Debian archive found in the apt sources: set RINGTUNE_DEBIAN_MIRROR to a Debian mirror URL." >&2
+    echo "install-nvrtc.sh: no Debian bookworm archive (a URI ending in /debian, suite bookworm) found in the apt sources; set RINGTUNE_DEBIAN_MIRROR to a Debian mirror URL, such as http://deb.debian.org/debian." >&2
     exit 1
   fi
 fi
@@ -82,8 +137,20 @@ apt_options=(
   -o "Debug::NoLocking=1"
 )
 echo "install-nvrtc.sh: fetching package lists of bookworm non-free from ${mirror}" >&2
-apt-get "${apt_options[@]}" -q update >&2
-(cd "${work}/debs" && apt-get "${apt_options[@]}" -q download "${packages[@]}" >&2)
+# apt-get update can report a failed fetch with a warning and exit 0, so its
+# output and the package lists it wrote are checked as well.
+update_rc=0
+apt-get "${apt_options[@]}" -q update >"${work}/update.log" 2>&1 || update_rc=$?
+cat "${work}/update.log" >&2
+if [[ ${update_rc} -ne 0 ]] || grep -qE '^(E: |W: Failed to fetch|W: Some index files failed)' "${work}/update.log" \
+  || ! compgen -G "${work}/lists/*_non-free_binary-*_Packages*" >/dev/null; then
+  echo "install-nvrtc.sh: could not fetch the package lists of bookworm non-free from the mirror ${mirror} (apt-get update exited with ${update_rc}, and its output is above). Check that the mirror is reachable and carries bookworm non-free, or set RINGTUNE_DEBIAN_MIRROR to another Debian mirror." >&2
+  exit 1
+fi
+if ! (cd "${work}/debs" && apt-get "${apt_options[@]}" -q download "${packages[@]}" >&2); then
+  echo "install-nvrtc.sh: could not download ${packages[*]} from the mirror ${mirror}. Check that it carries bookworm non-free, or set RINGTUNE_DEBIAN_MIRROR to another Debian mirror." >&2
+  exit 1
+fi
 
 for deb in "${work}"/debs/*.deb; do
   dpkg-deb -x "${deb}" "${work}/root"
@@ -105,5 +172,7 @@ fi
 mkdir -p "$(dirname "${prefix}")"
 rm -rf "${prefix}"
 mv "${staging}" "${prefix}"
-echo "install-nvrtc.sh: installed $(basename "${prefix}"/lib/libnvrtc.so.*) into ${prefix}/lib" >&2
+# libnvrtc.so.11.2 is the soname, a symlink to the library, such as libnvrtc.so.11.8.89.
+library="$(find "${prefix}/lib" -maxdepth 1 -type f -name 'libnvrtc.so.*' -printf '%f\n' | sort -V | tail -n1)"
+echo "install-nvrtc.sh: installed ${library} into ${prefix}/lib" >&2
 echo "${prefix}/lib"

@@ -19,9 +19,13 @@ import (
 
 // newFakeBackend returns a backend on the emulated device with its copy
 // stream and error flag but no kernels. It skips without a C and a C++
-// compiler or NVRTC.
+// compiler or NVRTC. With RINGTUNE_REQUIRE_GPU=1 and no GPU it fails, because
+// the emulated device must not stand in for a GPU there.
 func newFakeBackend(t *testing.T, strictFP32 bool) *Backend {
 	t.Helper()
+	if gpuRequired() && !hasRealGPU() {
+		t.Fatalf("RINGTUNE_REQUIRE_GPU=1 but no CUDA GPU is usable, so the emulated device is not loaded: %v", gpuCheck.gpuErr)
+	}
 	if hasRealGPU() {
 		// Its exported driver functions would sit beside the real driver's
 		// in the process.

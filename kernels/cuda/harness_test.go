@@ -45,6 +45,7 @@ var gpuCheck struct {
 // requireGPU skips the test unless a device is usable: a GPU, or without one
 // the emulated device (see emulatedLibs), unless RINGTUNE_CUDA_EMULATE=0.
 // On the emulated device, New runs the kernels on the CPU.
+// With RINGTUNE_REQUIRE_GPU=1 only a GPU counts, and the test fails without one.
 func requireGPU(t testing.TB) {
 	t.Helper()
 	gpuCheck.once.Do(func() {
@@ -52,6 +53,10 @@ func requireGPU(t testing.TB) {
 			return
 		}
 		gpuErr := gpuCheck.gpuErr
+		if gpuRequired() {
+			gpuCheck.err = fmt.Errorf("%w (RINGTUNE_REQUIRE_GPU=1 turns off the emulated device)", gpuErr)
+			return
+		}
 		if os.Getenv("RINGTUNE_CUDA_EMULATE") == "0" {
 			gpuCheck.err = fmt.Errorf("%w (RINGTUNE_CUDA_EMULATE=0 turns off the emulated device)", gpuErr)
 			return
@@ -65,6 +70,9 @@ func requireGPU(t testing.TB) {
 		gpuCheck.emulated = true
 	})
 	if gpuCheck.err != nil {
+		if gpuRequired() {
+			t.Fatalf("RINGTUNE_REQUIRE_GPU=1 but no CUDA GPU is usable: %v", gpuCheck.err)
+		}
 		t.Skipf("no usable CUDA GPU, so the device tests are skipped: %v", gpuCheck.err)
 	}
 	if gpuCheck.emulated {
@@ -80,6 +88,11 @@ func requireRealGPU(t testing.TB) {
 		t.Skip("no GPU, and timings of the emulated device mean nothing")
 	}
 }
+
+// gpuRequired reports whether RINGTUNE_REQUIRE_GPU=1, as scripts/gpu-check.sh
+// sets: the device tests and benchmarks then fail instead of skipping or
+// running on the emulated device.
+func gpuRequired() bool { return os.Getenv("RINGTUNE_REQUIRE_GPU") == "1" }
 
 // hasRealGPU reports whether a GPU is usable, without the emulated device.
 func hasRealGPU() bool {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -92,10 +93,16 @@ func cacheKey(source, name, arch string, options []string, major, minor int) str
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// maxCacheEntrySize bounds the entries that readCacheEntry reads. Compiled kernel
+// modules are far smaller, and the bound stops a huge or endless file, such as a
+// symlink to /dev/zero, from filling memory.
+const maxCacheEntrySize = 256 << 20
+
 // readCacheEntry returns the image of the entry at path, or false when the entry
-// is missing, unreadable or fails its checks.
+// is missing, unreadable, not a regular file, larger than maxCacheEntrySize or
+// fails its checks.
 func readCacheEntry(path string) ([]byte, bool) {
-	data, err := os.ReadFile(path)
+	data, err := readRegularFile(path, maxCacheEntrySize)
 	if err != nil {
 		return nil, false
 	}
@@ -104,6 +111,47 @@ func readCacheEntry(path string) ([]byte, bool) {
 		return nil, false
 	}
 	return image, true
+}
+
+// readRegularFile returns the contents of path, which must be a regular file
+// (after symlinks) of at most limit bytes. It checks the type before it opens the
+// file, because opening a FIFO for reading blocks until a writer appears.
+// NOTE: a FIFO put in the file's place between the check and the open still
+// blocks the open. Only a process that can write to the cache folder can do that.
+func readRegularFile(path string, limit int64) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (mode %v)", path, info.Mode())
+	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%s has %d bytes, more than the limit of %d", path, info.Size(), limit)
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// The file may have been replaced or grown since the Stat.
+	opened, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !os.SameFile(info, opened) {
+		return nil, fmt.Errorf("%s changed while it was opened", path)
+	}
+
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s grew past the limit of %d bytes", path, limit)
+	}
+	return data, nil
 }
 
 // decodeCacheEntry checks an entry: the magic, then the SHA-256 of the image, then

@@ -20,12 +20,23 @@ import (
 // process-wide, so the tests that use it run one at a time (none is parallel).
 var fakeCUDA struct {
 	once sync.Once
+	dir  string // temporary folder of the library, removed by TestMain
 	path string
 	err  error
 	// Controls exported by the fake.
 	setDevices       func(n int32)
 	failCuBLASCreate func(fail int32)
 	primaryRefs      func() int32
+}
+
+// TestMain removes the folder of the fake's library after the tests. The tests
+// need the file until then, because each of them loads the library by its path.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fakeCUDA.dir != "" {
+		os.RemoveAll(fakeCUDA.dir)
+	}
+	os.Exit(code)
 }
 
 // buildFakeCUDA compiles the fake with the system's C compiler, or skips the test
@@ -42,7 +53,7 @@ func buildFakeCUDA(t *testing.T) string {
 			fakeCUDA.err = err
 			return
 		}
-		// The folder stays until the test binary exits, because the library stays loaded.
+		fakeCUDA.dir = dir
 		path := filepath.Join(dir, "libfakecuda.so")
 		out, err := exec.Command(cc, "-shared", "-fPIC", "-O1", "-o", path, filepath.Join("testdata", "fakecuda.c"), "-lm").CombinedOutput()
 		if err != nil {

@@ -40,7 +40,8 @@ var (
 // Libraries are the three libraries in the order they load.
 var Libraries = []Library{DriverLibrary, NVRTCLibrary, CuBLASLibrary}
 
-// SearchDirs returns the folders searched for the libraries, in this order:
+// SearchDirs returns the folders searched for the libraries, in this order. Find
+// takes each library from the first of them that contains it.
 //   - RINGTUNE_NVRTC_PATH and LD_LIBRARY_PATH, each a colon-separated list;
 //   - $CUDA_PATH/lib64 and $CUDA_PATH/lib;
 //   - the CUDA toolkit's usual folders, /usr/local/cuda and then /usr/local/cuda-*,
@@ -136,8 +137,10 @@ func (e *MissingError) Error() string {
 		strings.Join(names, " and "), strings.Join(e.Dirs, ":"), hint)
 }
 
-// Find returns the first existing file of each library in dirs. A library that
-// none of dirs contains is reported in a *MissingError.
+// Find returns, for each library, a file from the first folder of dirs that
+// contains one of lib.Files, the newest soname within that folder. So an older
+// library in an earlier folder wins over a newer one in a later folder. A library
+// that none of dirs contains is reported in a *MissingError.
 func Find(libs []Library, dirs []string) (Paths, error) {
 	paths := Paths{}
 	var missing []Library
@@ -156,8 +159,8 @@ func Find(libs []Library, dirs []string) (Paths, error) {
 }
 
 func findOne(lib Library, dirs []string) string {
-	for _, file := range lib.Files {
-		for _, dir := range dirs {
+	for _, dir := range dirs {
+		for _, file := range lib.Files {
 			path := filepath.Join(dir, file)
 			if info, err := os.Stat(path); err == nil && !info.IsDir() {
 				return path

@@ -36,20 +36,50 @@ func TestVersionedDirsNewestFirst(t *testing.T) {
 	assert.Equal(t, []string{"/usr/local/cuda-12.10/lib64", "/usr/local/cuda-12.4/lib64", "/usr/local/cuda-11.8/lib64"}, sorted)
 }
 
-func TestFindPrefersNewestSoname(t *testing.T) {
+func TestFindFollowsFolderOrder(t *testing.T) {
 	root := t.TempDir()
 	first, second := filepath.Join(root, "first"), filepath.Join(root, "second")
 	driver := touch(t, second, "libcuda.so.1")
-	touch(t, first, "libnvrtc.so.12")
-	nvrtc13 := touch(t, second, "libnvrtc.so.13")
+	nvrtc112 := touch(t, first, "libnvrtc.so.11.2")
+	touch(t, second, "libnvrtc.so.13")
 	cublas := touch(t, first, "libcublas.so.12")
 	touch(t, second, "libcublas.so.12")
 
 	paths, err := Find(Libraries, []string{first, second})
 	require.NoError(t, err)
-	assert.Equal(t, driver, paths[DriverLibrary.Name])
-	assert.Equal(t, nvrtc13, paths[NVRTCLibrary.Name], "a newer soname wins over an earlier folder")
+	assert.Equal(t, driver, paths[DriverLibrary.Name], "a library only in a later folder is found there")
+	assert.Equal(t, nvrtc112, paths[NVRTCLibrary.Name], "an earlier folder wins over a newer soname in a later one")
 	assert.Equal(t, cublas, paths[CuBLASLibrary.Name], "with equal sonames the earlier folder wins")
+}
+
+func TestFindPrefersNewestSonameInFolder(t *testing.T) {
+	dir := t.TempDir()
+	touch(t, dir, "libnvrtc.so")
+	touch(t, dir, "libnvrtc.so.11.2")
+	nvrtc12 := touch(t, dir, "libnvrtc.so.12")
+
+	paths, err := Find([]Library{NVRTCLibrary}, []string{dir})
+	require.NoError(t, err)
+	assert.Equal(t, nvrtc12, paths[NVRTCLibrary.Name])
+}
+
+// With LD_LIBRARY_PATH=A holding NVRTC 11.2 and CUDA_PATH=B holding a newer
+// soname, the library in A loads.
+func TestFindHonorsSearchDirsOrder(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	nvrtc112 := touch(t, a, "libnvrtc.so.11.2")
+	touch(t, filepath.Join(b, "lib64"), "libnvrtc.so.12")
+	env := map[string]string{"LD_LIBRARY_PATH": a, "CUDA_PATH": b}
+
+	paths, err := Find([]Library{NVRTCLibrary}, SearchDirs(func(k string) string { return env[k] }))
+	require.NoError(t, err)
+	assert.Equal(t, nvrtc112, paths[NVRTCLibrary.Name])
+
+	env["RINGTUNE_NVRTC_PATH"] = filepath.Join(b, "lib64")
+	paths, err = Find([]Library{NVRTCLibrary}, SearchDirs(func(k string) string { return env[k] }))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(b, "lib64", "libnvrtc.so.12"), paths[NVRTCLibrary.Name], "RINGTUNE_NVRTC_PATH comes first")
 }
 
 func TestFindNamesMissingLibraries(t *testing.T) {
