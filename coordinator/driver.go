@@ -258,6 +258,11 @@ func (s *Server) accept(a JoinAccepted) {
 		if node.acceptedAt.IsZero() {
 			node.acceptedAt = time.Now()
 		}
+		// A node that was declared lost while it ran on (stalled, or cut off
+		// for a while) joins again with the Watch stream it kept.
+		if len(s.d.watchers[a.NodeID]) > 0 {
+			node.watched = true
+		}
 	}
 	s.log.Info("node joined", "node", a.NodeID, "rank", a.Rank, "world_size", a.WorldSize, "generation", a.Generation)
 	if a.Rank == a.WorldSize-1 {

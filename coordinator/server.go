@@ -44,6 +44,10 @@ type ServerConfig struct {
 	// free port. Optional: "" disables gossip, so a node's loss is detected only
 	// through its Watch stream.
 	GossipAddr string
+	// GossipAdvertise is the IP address that nodes reach the gossip member at, such
+	// as the pod IP. Optional: a private address of this host when GossipAddr has
+	// no host.
+	GossipAdvertise string
 	// MetricsListener is the listener of the HTTP server for Prometheus metrics at
 	// /metrics. Run closes it. Optional: nil serves no metrics.
 	MetricsListener net.Listener
@@ -183,12 +187,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 	if cfg.GossipAddr != "" {
 		s.member, err = membership.New(membership.Config{
-			Name:     gossipName,
-			BindAddr: cfg.GossipAddr,
-			Token:    cfg.Token,
-			Logger:   s.log,
-			OnLeave:  func(name string) { s.postMemberLost(name, false) },
-			OnDead:   func(name string) { s.postMemberLost(name, true) },
+			Name:          gossipName,
+			BindAddr:      cfg.GossipAddr,
+			AdvertiseAddr: cfg.GossipAdvertise,
+			Token:         cfg.Token,
+			Logger:        s.log,
+			OnLeave:       func(name string) { s.postMemberLost(name, false) },
+			OnDead:        func(name string) { s.postMemberLost(name, true) },
 		})
 		if err != nil {
 			return nil, err

@@ -669,3 +669,36 @@ func TestServerLosesNodeWithoutWatch(t *testing.T) {
 	assert.Equal(t, int32(1), event.GetRank())
 	assert.Contains(t, event.GetReason(), "opened no Watch stream")
 }
+
+func TestServerKeepsWatchOfNodeThatCameBack(t *testing.T) {
+	job := serverJobConfig(2, 10)
+	job.MaxRestarts = 2
+	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.WatchTimeout = 300 * time.Millisecond })
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+
+	// b is declared lost while it still runs, and joins again with the Watch
+	// stream it kept open.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, nodes[1].client.Leave(ctx, "b", errors.New("stalled"), true))
+	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, nodes[0].nextEvent(t).GetKind())
+	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, nodes[1].nextEvent(t).GetKind())
+	rejoined := make(chan error, 1)
+	go func() {
+		_, err := nodes[1].client.Join(ctx, joinRequest("b", 1))
+		rejoined <- err
+	}()
+	survivor := joinRequest("a", 0)
+	survivor.HasState = true
+	_, err := nodes[0].client.Join(ctx, survivor)
+	require.NoError(t, err)
+	require.NoError(t, <-rejoined)
+
+	// No second loss follows for want of a new Watch stream.
+	select {
+	case event := <-nodes[0].events:
+		t.Fatalf("unexpected event after the ring re-formed: %v", event)
+	case <-time.After(time.Second):
+	}
+}

@@ -38,8 +38,13 @@ type Config struct {
 	// their node id, the coordinator uses "coordinator". Required.
 	Name string
 	// BindAddr is the host:port for gossip over both UDP and TCP. Port 0 picks a free
-	// port, which Addr then returns. Required.
+	// port, which Addr then returns. Required. With an empty or unspecified host
+	// (":7946", "0.0.0.0:7946", "[::]:7946") the member advertises this host's private
+	// IPv4 address, and New fails when there is none and AdvertiseAddr is empty.
 	BindAddr string
+	// AdvertiseAddr is the IP address that other members reach this one at, on
+	// the bound port, such as a Kubernetes pod IP. Optional: default from BindAddr.
+	AdvertiseAddr string
 	// Token is the job's shared secret, from which the gossip encryption key is
 	// derived. Required.
 	Token string
@@ -132,9 +137,21 @@ func New(cfg Config) (*Membership, error) {
 
 	mlConfig := memberlist.DefaultLANConfig()
 	mlConfig.Name = cfg.Name
+	// memberlist looks up a private address to advertise only for "0.0.0.0";
+	// for "" and "::" it would advertise the unspecified address, which every
+	// other member reads as itself.
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "0.0.0.0"
+	}
 	mlConfig.BindAddr = host
 	mlConfig.BindPort = port
 	mlConfig.AdvertisePort = port
+	if cfg.AdvertiseAddr != "" {
+		if net.ParseIP(cfg.AdvertiseAddr) == nil {
+			return nil, fmt.Errorf("membership config: AdvertiseAddr %q must be an IP address, such as the pod IP", cfg.AdvertiseAddr)
+		}
+		mlConfig.AdvertiseAddr = cfg.AdvertiseAddr
+	}
 	mlConfig.SecretKey = key
 	mlConfig.GossipVerifyIncoming = true
 	mlConfig.GossipVerifyOutgoing = true
@@ -147,7 +164,7 @@ func New(cfg Config) (*Membership, error) {
 
 	list, err := memberlist.Create(mlConfig)
 	if err != nil {
-		return nil, fmt.Errorf("start gossip member %q on %s: %w", cfg.Name, cfg.BindAddr, err)
+		return nil, fmt.Errorf("start gossip member %q on %s: %w (set the gossip advertise address when this host has no private IPv4 address)", cfg.Name, cfg.BindAddr, err)
 	}
 	m.list = list
 	go m.dispatch()

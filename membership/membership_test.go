@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"net"
 	"io"
 	"log/slog"
 	"slices"
@@ -269,4 +270,31 @@ func (w *testWriter) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
+}
+
+func TestWildcardBindAdvertisesRealAddress(t *testing.T) {
+	for _, bind := range []string{":0", "0.0.0.0:0", "[::]:0"} {
+		t.Run(bind, func(t *testing.T) {
+			m, err := New(Config{Name: "a", BindAddr: bind, Token: "token", Logger: testLogger(t)})
+			if err != nil {
+				// Hosts without a private IPv4 address need AdvertiseAddr.
+				require.ErrorContains(t, err, "advertise address")
+				return
+			}
+			t.Cleanup(func() { assert.NoError(t, m.Shutdown()) })
+			host, _, err := net.SplitHostPort(m.Addr())
+			require.NoError(t, err)
+			assert.False(t, net.ParseIP(host).IsUnspecified(), "member advertises %s, which others read as themselves", m.Addr())
+		})
+	}
+}
+
+func TestAdvertiseAddr(t *testing.T) {
+	m, err := New(Config{Name: "a", BindAddr: "0.0.0.0:0", AdvertiseAddr: "127.0.0.2", Token: "token", Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, m.Shutdown()) })
+	assert.Contains(t, m.Addr(), "127.0.0.2:")
+
+	_, err = New(Config{Name: "b", BindAddr: "127.0.0.1:0", AdvertiseAddr: "node-1", Token: "token", Logger: testLogger(t)})
+	require.ErrorContains(t, err, "must be an IP address")
 }

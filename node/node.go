@@ -42,6 +42,10 @@ type Config struct {
 	// membership off, which leaves failure detection to the coordinator's watch
 	// streams and the ring's own links.
 	GossipAddr string
+	// GossipAdvertise is the IP address that other members reach the membership
+	// listener at, such as the pod IP. Default: a private IPv4 address of this
+	// host when GossipAddr has no host.
+	GossipAdvertise string
 	// GossipJoin lists host:port addresses to join the membership cluster
 	// through, such as the DNS name of a Kubernetes headless Service over the
 	// nodes. The join retries while the names do not resolve. Default: the
@@ -155,8 +159,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		err = fmt.Errorf("stopped: %v (%w)", context.Cause(ctx), err)
 	}
 	// A node stopped from outside, such as a Kubernetes pod that gets SIGTERM,
-	// may be replaced, so the coordinator waits for it rather than failing.
-	n.leave(err, ctx.Err() != nil)
+	// may be replaced, so the coordinator waits for it rather than failing. So
+	// may a node whose ring broke without a verdict from the coordinator (a
+	// network partition, for example): the fault is not its own.
+	var fault *collective.FaultError
+	n.leave(err, ctx.Err() != nil || errors.As(err, &fault))
 	if n.stopWatch != nil {
 		n.stopWatch()
 	}
@@ -212,7 +219,7 @@ func (n *runner) serve() error {
 	}
 	if n.cfg.GossipAddr != "" {
 		n.members, err = membership.New(membership.Config{
-			Name: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, Token: n.cfg.Token, Logger: n.log,
+			Name: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, AdvertiseAddr: n.cfg.GossipAdvertise, Token: n.cfg.Token, Logger: n.log,
 		})
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ func coordinatorCommand() *cli.Command {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "listen", Usage: "`HOST:PORT` of the gRPC service that nodes join (default: cluster.coordinator, or :$MASTER_PORT, or :" + defaultCoordinatorPort + ")"},
 		&cli.StringFlag{Name: "gossip-addr", Value: ":7946", Usage: "`HOST:PORT` of the membership (gossip) listener; empty turns membership off"},
+		&cli.StringFlag{Name: "gossip-advertise", Usage: "`IP` address that nodes reach the gossip listener at, such as the pod IP (default: a private IPv4 address of this host when --gossip-addr has no host)"},
 		&cli.StringFlag{Name: "resume", Usage: "continue from a checkpoint `DIR` (or the newest of an output folder); every node needs the same --resume"},
 		&cli.StringFlag{Name: "metrics-addr", Value: ":9400", Usage: "`HOST:PORT` serving Prometheus /metrics; empty turns it off"},
 	}
@@ -68,6 +69,7 @@ func runCoordinator(c *cli.Context) error {
 		Token:           token,
 		Listener:        lis,
 		GossipAddr:      c.String("gossip-addr"),
+		GossipAdvertise: c.String("gossip-advertise"),
 		MetricsListener: metricsLis,
 		Logger:          slog.Default(),
 	})

@@ -135,7 +135,7 @@ func runTrain(c *cli.Context) error {
 	}
 	slog.Info("starting the job", "job", job.JobID, "mode", job.Mode, "nodes", job.Cluster.Nodes,
 		"steps", coordCfg.TotalSteps, "resolved_config", resolved, "logs", filepath.Join(job.Output, "logs"))
-	coordLog, closeLog, err := coordinatorLogger(filepath.Join(job.Output, "logs", "coordinator.log"))
+	coordLog, closeLog, err := coordinatorLogger(filepath.Join(job.Output, "logs", "coordinator.log"), coordCfg.StartStep > 0)
 	if err != nil {
 		return err
 	}
@@ -199,8 +199,9 @@ func runTrain(c *cli.Context) error {
 // coordinatorLogger returns a logger that writes every record to path and
 // passes warnings and errors on to the default logger, so that the terminal
 // shows the progress and problems, and the file the coordinator's whole account.
-func coordinatorLogger(path string) (*slog.Logger, func(), error) {
-	f, err := os.Create(path)
+// A resumed run appends, so that the log of the run it continues stays.
+func coordinatorLogger(path string, resumed bool) (*slog.Logger, func(), error) {
+	f, err := os.OpenFile(path, logFileFlags(resumed), 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -289,6 +290,15 @@ type nodeLauncher struct {
 	procs int
 }
 
+// logFileFlags returns the open flags of a log file: appending for a restarted
+// process or a resumed run, so that earlier logs stay, and truncating otherwise.
+func logFileFlags(appendToOld bool) int {
+	if appendToOld {
+		return os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	return os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+}
+
 // startNodes starts one node process per rank.
 func startNodes(job *jobconfig.Config, configPath, coordAddr, token, resume string, dev device.Spec) ([]*localNode, error) {
 	exe, err := os.Executable()
@@ -326,11 +336,7 @@ func (l *nodeLauncher) start(rank, restart int) (*localNode, error) {
 	}
 
 	logPath := filepath.Join(l.job.Output, "logs", fmt.Sprintf("node-%d.log", rank))
-	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
-	if restart > 0 {
-		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
-	}
-	logFile, err := os.OpenFile(logPath, flags, 0o644)
+	logFile, err := os.OpenFile(logPath, logFileFlags(restart > 0 || l.resume != ""), 0o644)
 	if err != nil {
 		return nil, err
 	}

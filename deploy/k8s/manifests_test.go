@@ -38,7 +38,7 @@ const (
 var binaryEnv = []string{"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", tokenEnv}
 
 // expansionEnv lists variables that exist only for $(NAME) expansion in args.
-var expansionEnv = []string{"POD_NAME", "JOB_NAME", "NODE_SERVICE"}
+var expansionEnv = []string{"POD_NAME", "POD_IP", "JOB_NAME", "NODE_SERVICE"}
 
 // commandHelp holds the output of `ringtune node --help` and
 // `ringtune coordinator --help`, by command; TestMain fills it.
