@@ -2,9 +2,9 @@ package membership
 
 import (
 	"context"
-	"net"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"testing"
