@@ -63,18 +63,32 @@ func startInNamespace(t *testing.T, ns, name string, env []string, args ...strin
 	return p
 }
 
-// TestMultiHostNodeRestart runs a job across network namespaces, one per host.
-// The hosts find each other by the DNS names of Kubernetes Services. The test
-// stops one node as Kubernetes stops a pod and starts its replacement, and the
-// job must end with the weights of an undisturbed run.
-func TestMultiHostNodeRestart(t *testing.T) {
+// multiHostJob is a job across network namespaces, one per host: a coordinator
+// and world nodes that find each other by the DNS names of Kubernetes Services,
+// with the flags of the manifests in deploy/k8s.
+type multiHostJob struct {
+	nw     *netnsNetwork
+	output string
+	// want holds the adapter of an undisturbed run of the same job.
+	want  map[string][]float32
+	env   []string
+	args  []string // the job flags every process gets
+	coord *hostProcess
+	nodes []*hostProcess
+}
+
+const multiHostSteps = 150
+
+// startMultiHostJob runs the undisturbed reference with ringtune train, then
+// starts the coordinator and world nodes in namespaces of their own.
+func startMultiHostJob(t *testing.T, world, maxRestarts int) *multiHostJob {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts node processes in network namespaces; skipped with -short")
 	}
 	if why := netnsUnavailable(); why != "" {
 		t.Skipf("needs network namespaces, and %s: run the tests as root with iproute2 installed", why)
 	}
-	const world, steps = 3, 150
 	nw, err := newNetnsNetwork(world+1, linkShape{})
 	t.Cleanup(func() {
 		assert.NoError(t, nw.Close())
@@ -85,70 +99,117 @@ func TestMultiHostNodeRestart(t *testing.T) {
 	netnsHosts(t, nw)
 
 	dir := t.TempDir()
-	base := newTrainBase(t)
-	trainPath := writeTrainData(t, dir, 90)
-	spec := trainJob{mode: "lora", base: base, train: trainPath, nodes: world, micro: 1, accum: 2, steps: steps, checkpoint: 40}
+	spec := trainJob{mode: "lora", base: newTrainBase(t), train: writeTrainData(t, dir, 90), nodes: world, micro: 1, accum: 2, steps: multiHostSteps, checkpoint: 40}
 
 	// The undisturbed run, with as many cores per node process as train gives.
 	whole := spec
 	whole.output = filepath.Join(dir, "whole")
 	runTrainCLI(t, writeTrainJob(t, dir, whole), "--set", "lora.dropout=0.1")
-	want := readTensors(t, filepath.Join(whole.output, "adapter"))
 
 	run := spec
 	run.output = filepath.Join(dir, "out")
-	job := writeTrainJob(t, dir, run)
-	procs := max(1, runtime.NumCPU()/world)
-	env := append(os.Environ(), "RINGTUNE_JOB_TOKEN=multi-host-test", fmt.Sprintf("GOMAXPROCS=%d", procs), "RINGTUNE_LOG_LEVEL=info")
-	common := []string{"--config", job, "--set", "lora.dropout=0.1", "--set", "cluster.max_restarts=1"}
-	coord := startInNamespace(t, nw.names[0], "coordinator", env,
-		append([]string{"coordinator", "--listen", ":29400", "--gossip-addr", ":7946", "--metrics-addr", ":9400"}, common...)...)
-	// The flags follow the node Job of deploy/k8s, metrics and health included.
-	startNode := func(rank int) *hostProcess {
-		args := append([]string{"node", "--coordinator", "ringtune-coordinator:29400", "--rank", fmt.Sprint(rank),
-			"--listen", ":29500", "--advertise", fmt.Sprintf("ringtune-nodes-%d.ringtune-nodes:29500", rank),
-			"--gossip-addr", ":7946", "--gossip-join", "ringtune-nodes:7946", "--metrics-addr", ":9400", "--health-addr", ":8081"}, common...)
-		return startInNamespace(t, nw.names[rank+1], fmt.Sprintf("rank %d", rank), env, args...)
+	j := &multiHostJob{
+		nw:     nw,
+		output: run.output,
+		want:   readTensors(t, filepath.Join(whole.output, "adapter")),
+		env: append(os.Environ(), "RINGTUNE_JOB_TOKEN=multi-host-test",
+			fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/world)), "RINGTUNE_LOG_LEVEL=info"),
+		args: []string{"--config", writeTrainJob(t, dir, run), "--set", "lora.dropout=0.1",
+			"--set", fmt.Sprintf("cluster.max_restarts=%d", maxRestarts)},
 	}
-	nodes := make([]*hostProcess, world)
+	j.coord = startInNamespace(t, nw.names[0], "coordinator", j.env,
+		append([]string{"coordinator", "--listen", ":29400", "--gossip-addr", ":7946", "--metrics-addr", ":9400"}, j.args...)...)
 	for rank := range world {
-		nodes[rank] = startNode(rank)
+		j.nodes = append(j.nodes, j.startNode(t, rank))
 	}
+	return j
+}
 
-	// Once the job has run a few steps, stop rank 1 as Kubernetes stops a pod,
-	// and start its replacement in the same host.
+// startNode starts a node of rank with the flags of the node Job in deploy/k8s,
+// metrics and health included.
+func (j *multiHostJob) startNode(t *testing.T, rank int) *hostProcess {
+	args := append([]string{"node", "--coordinator", "ringtune-coordinator:29400", "--rank", fmt.Sprint(rank),
+		"--listen", ":29500", "--advertise", fmt.Sprintf("ringtune-nodes-%d.ringtune-nodes:29500", rank),
+		"--gossip-addr", ":7946", "--gossip-join", "ringtune-nodes:7946", "--metrics-addr", ":9400", "--health-addr", ":8081"}, j.args...)
+	return startInNamespace(t, j.nw.names[rank+1], fmt.Sprintf("rank %d", rank), j.env, args...)
+}
+
+// waitSteps waits until metrics.jsonl has n lines.
+func (j *multiHostJob) waitSteps(t *testing.T, n int) {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		if lines, err := os.ReadFile(filepath.Join(run.output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 10 {
-			break
+		if lines, err := os.ReadFile(filepath.Join(j.output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= n {
+			return
 		}
-		require.False(t, time.Now().After(deadline), "the job did not reach step 10 within 90 s; coordinator stderr:\n%s", coord.stderr)
+		require.False(t, time.Now().After(deadline), "the job did not reach step %d within 90 s; coordinator stderr:\n%s", n, j.coord.stderr)
 		time.Sleep(10 * time.Millisecond)
 	}
-	require.NoError(t, nodes[1].cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-nodes[1].done:
-		require.Error(t, err, "a node stopped mid-job must exit non-zero, so that Kubernetes replaces its pod")
-		nodes[1].done <- err
-	case <-time.After(30 * time.Second):
-		t.Fatalf("rank 1 did not exit within 30 s of SIGTERM; stderr:\n%s", nodes[1].stderr)
-	}
-	replacement := startNode(1)
+}
 
-	for _, p := range []*hostProcess{coord, nodes[0], nodes[2], replacement} {
+// finish waits for every process to exit with status 0, then checks that the
+// adapter equals the undisturbed run's and metrics.jsonl reaches the last step.
+func (j *multiHostJob) finish(t *testing.T, procs ...*hostProcess) {
+	t.Helper()
+	for _, p := range append([]*hostProcess{j.coord}, procs...) {
 		select {
 		case err := <-p.done:
 			require.NoError(t, err, "%s failed; stderr:\n%s", p.name, p.stderr)
 			p.done <- err
 		case <-time.After(180 * time.Second):
-			t.Fatalf("%s still runs 180 s after the restart; stderr:\n%s", p.name, p.stderr)
+			t.Fatalf("%s still runs after 180 s; stderr:\n%s", p.name, p.stderr)
 		}
 	}
-	assert.Contains(t, coord.stderr.String(), "re-forming the ring")
-	assert.Contains(t, replacement.stderr.String(), "took over the state of a survivor")
-
-	assertTensorsClose(t, want, readTensors(t, filepath.Join(run.output, "adapter")), 0)
-	lines := readMetrics(t, run.output)
+	assert.Contains(t, j.coord.stderr.String(), "re-forming the ring")
+	assertTensorsClose(t, j.want, readTensors(t, filepath.Join(j.output, "adapter")), 0)
+	lines := readMetrics(t, j.output)
 	require.NotEmpty(t, lines)
-	assert.Equal(t, steps, lines[len(lines)-1].Step)
+	assert.Equal(t, multiHostSteps, lines[len(lines)-1].Step)
+}
+
+// TestMultiHostNodeRestart stops one node as Kubernetes stops a pod and starts
+// its replacement, and the job must end with the weights of an undisturbed run.
+func TestMultiHostNodeRestart(t *testing.T) {
+	j := startMultiHostJob(t, 3, 1)
+	j.waitSteps(t, 10)
+
+	require.NoError(t, j.nodes[1].cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-j.nodes[1].done:
+		require.Error(t, err, "a node stopped mid-job must exit non-zero, so that Kubernetes replaces its pod")
+		j.nodes[1].done <- err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("rank 1 did not exit within 30 s of SIGTERM; stderr:\n%s", j.nodes[1].stderr)
+	}
+	replacement := j.startNode(t, 1)
+
+	j.finish(t, j.nodes[0], j.nodes[2], replacement)
+	assert.Contains(t, replacement.stderr.String(), "took over the state of a survivor")
+}
+
+// TestMultiHostPartitionedNode cuts one host off the network for longer than
+// gossip takes to declare it dead, then reconnects it. The cut-off node finds
+// its coordinator stream broken and exits non-zero, and a replacement starts in
+// its host as Kubernetes starts a new pod.
+func TestMultiHostPartitionedNode(t *testing.T) {
+	j := startMultiHostJob(t, 3, 2)
+	j.waitSteps(t, 10)
+
+	link := []string{"-n", j.nw.names[3], "link", "set", "eth0"}
+	require.NoError(t, runIP("ip", append(link, "down")...))
+	// Gossip declares a member dead after about 5 s; 15 s leaves room on a
+	// loaded machine.
+	time.Sleep(15 * time.Second)
+	require.NoError(t, runIP("ip", append(link, "up")...))
+
+	procs := []*hostProcess{j.nodes[0], j.nodes[1]}
+	select {
+	case err := <-j.nodes[2].done:
+		require.Error(t, err, "a node cut off from the job must exit non-zero, so that Kubernetes replaces its pod")
+		j.nodes[2].done <- err
+		procs = append(procs, j.startNode(t, 2))
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the cut-off rank 2 still runs 60 s after its link came back; stderr:\n%s", j.nodes[2].stderr)
+	}
+	j.finish(t, procs...)
 }
