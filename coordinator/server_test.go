@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -497,11 +498,7 @@ func TestNewServerRejectsInvalidConfig(t *testing.T) {
 }
 
 func TestServerReformsRingAfterStoppedNode(t *testing.T) {
-	job := serverJobConfig(2, 3)
-	job.MaxRestarts = 1
-	ts := startServer(t, job, nil)
-	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
-	joinAll(t, nodes, []int{0, 1})
+	ts, nodes := startRestartableJob(t, 3, 1, nil)
 	reportAll(t, nodes, 1)
 
 	// Rank 0 reports step 2 and waits, and rank 1 is stopped by a signal.
@@ -525,8 +522,7 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 	assert.Contains(t, err.Error(), "the ring re-forms under generation 2")
 
 	// The survivor joins again with its state, and a replacement takes rank 1.
-	survivor := joinRequest("a", 0)
-	survivor.HasState, survivor.CompletedStep, survivor.TrainerState = true, 1, []byte(`{"step":1}`)
+	survivor := rejoinRequest("a", 0, 1)
 	replacement := newFakeNode(t, ts.Addr(), "c")
 	responses := make(chan *pb.JoinResponse, 2)
 	for _, join := range []struct {
@@ -568,11 +564,7 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 }
 
 func TestServerReformAfterLastStepEndsJob(t *testing.T) {
-	job := serverJobConfig(2, 2)
-	job.MaxRestarts = 1
-	ts := startServer(t, job, nil)
-	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
-	joinAll(t, nodes, []int{0, 1})
+	ts, nodes := startRestartableJob(t, 2, 1, nil)
 	reportAll(t, nodes, 1)
 
 	// Rank 0 finished the last step when rank 1 was lost.
@@ -583,8 +575,7 @@ func TestServerReformAfterLastStepEndsJob(t *testing.T) {
 	stopNode(t, ctx, nodes[1])
 	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, nodes[0].nextEvent(t).GetKind())
 
-	survivor := joinRequest("a", 0)
-	survivor.HasState, survivor.CompletedStep, survivor.TrainerState = true, 2, []byte(`{"step":2}`)
+	survivor := rejoinRequest("a", 0, 2)
 	replacement := newFakeNode(t, ts.Addr(), "c")
 	done := make(chan *pb.JoinResponse, 1)
 	go func() {
@@ -606,11 +597,7 @@ func TestServerReformAfterLastStepEndsJob(t *testing.T) {
 }
 
 func TestServerFreesRankOfReplacementThatGaveUp(t *testing.T) {
-	job := serverJobConfig(2, 10)
-	job.MaxRestarts = 1
-	ts := startServer(t, job, nil)
-	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
-	joinAll(t, nodes, []int{0, 1})
+	ts, nodes := startRestartableJob(t, 10, 1, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	stopNode(t, ctx, nodes[1])
@@ -626,8 +613,7 @@ func TestServerFreesRankOfReplacementThatGaveUp(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	// The survivor joins again, and the next replacement takes rank 1.
-	survivor := joinRequest("a", 0)
-	survivor.HasState = true
+	survivor := rejoinRequest("a", 0, 0)
 	rejoined := make(chan *pb.JoinResponse, 1)
 	go func() {
 		resp, err := nodes[0].client.Join(ctx, survivor)
@@ -671,11 +657,7 @@ func TestServerLosesNodeWithoutWatch(t *testing.T) {
 }
 
 func TestServerKeepsWatchOfNodeThatCameBack(t *testing.T) {
-	job := serverJobConfig(2, 10)
-	job.MaxRestarts = 2
-	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.WatchTimeout = 300 * time.Millisecond })
-	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
-	joinAll(t, nodes, []int{0, 1})
+	_, nodes := startRestartableJob(t, 10, 2, func(cfg *ServerConfig) { cfg.WatchTimeout = 300 * time.Millisecond })
 
 	// b is declared lost while it still runs, and joins again with the Watch
 	// stream it kept open.
@@ -689,8 +671,7 @@ func TestServerKeepsWatchOfNodeThatCameBack(t *testing.T) {
 		_, err := nodes[1].client.Join(ctx, joinRequest("b", 1))
 		rejoined <- err
 	}()
-	survivor := joinRequest("a", 0)
-	survivor.HasState = true
+	survivor := rejoinRequest("a", 0, 0)
 	_, err := nodes[0].client.Join(ctx, survivor)
 	require.NoError(t, err)
 	require.NoError(t, <-rejoined)
@@ -701,4 +682,24 @@ func TestServerKeepsWatchOfNodeThatCameBack(t *testing.T) {
 		t.Fatalf("unexpected event after the ring re-formed: %v", event)
 	case <-time.After(time.Second):
 	}
+}
+
+// startRestartableJob starts a server for a job of two nodes that allows
+// maxRestarts re-formations, and joins nodes "a" (rank 0) and "b" (rank 1).
+func startRestartableJob(t *testing.T, totalSteps, maxRestarts int, modify func(*ServerConfig)) (*testServer, []*fakeNode) {
+	t.Helper()
+	job := serverJobConfig(2, totalSteps)
+	job.MaxRestarts = maxRestarts
+	ts := startServer(t, job, modify)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	return ts, nodes
+}
+
+// rejoinRequest returns the join request of a survivor that holds the state of
+// step, with trainer state {"step":STEP}.
+func rejoinRequest(id string, rank, step int) *pb.JoinRequest {
+	req := joinRequest(id, rank)
+	req.HasState, req.CompletedStep, req.TrainerState = true, int32(step), []byte(fmt.Sprintf(`{"step":%d}`, step))
+	return req
 }

@@ -358,14 +358,7 @@ func launchLocalRing(ctx context.Context, n int, p sweepParams, logEnv []string,
 		args := append([]string{"bench", "allreduce-worker", "--rank", fmt.Sprint(r), "--world-size", fmt.Sprint(n)}, p.args()...)
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = os.Stderr
-		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
-		cmd.Env = append(cmd.Env, logEnv...)
-		if os.Getenv("GOMAXPROCS") == "" {
-			// Share the cores among the local ranks, as torchrun does with
-			// OMP_NUM_THREADS: idle scheduler threads spinning in N processes cost
-			// more than the parallelism inside one rank gains.
-			cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/n)))
-		}
+		cmd.Env = localRankEnv(p.token, logEnv, n)
 		setParentDeathSignal(cmd)
 		w, err := startJSONWorker[workerMessage](cmd, r, 64)
 		if err != nil {
@@ -610,4 +603,18 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// localRankEnv returns the environment of one of n benchmark worker processes
+// on this host: this process's, the job token and logEnv. Without GOMAXPROCS
+// set, the workers share the cores, as torchrun does with OMP_NUM_THREADS,
+// because idle scheduler threads spinning in n processes cost more than the
+// parallelism inside one rank gains.
+func localRankEnv(token string, logEnv []string, n int) []string {
+	env := append(os.Environ(), "RINGTUNE_JOB_TOKEN="+token)
+	env = append(env, logEnv...)
+	if os.Getenv("GOMAXPROCS") == "" {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/n)))
+	}
+	return env
 }

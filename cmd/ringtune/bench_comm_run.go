@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -169,12 +168,7 @@ func launchCommRing(ctx context.Context, n int, p sweepParams, s commSettings, n
 			cmd = exec.CommandContext(ctx, self, args...)
 		}
 		cmd.Stderr = os.Stderr
-		cmd.Env = append(os.Environ(), "RINGTUNE_JOB_TOKEN="+p.token)
-		cmd.Env = append(cmd.Env, logEnv...)
-		if os.Getenv("GOMAXPROCS") == "" {
-			// As in bench allreduce: the local ranks share the cores.
-			cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/n)))
-		}
+		cmd.Env = localRankEnv(p.token, logEnv, n)
 		// Its own process group keeps a Ctrl-C on the terminal from reaching the
 		// workers, so the launcher stops them and then removes the namespaces.
 		setNodeProcAttr(cmd)

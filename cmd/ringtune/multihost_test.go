@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/ringtune/ringtune/node"
 )
 
 // netnsHosts writes /etc/netns/NAME/hosts for every namespace of nw, which
@@ -137,14 +134,7 @@ func (j *multiHostJob) startNode(t *testing.T, rank int) *hostProcess {
 // waitSteps waits until metrics.jsonl has n lines.
 func (j *multiHostJob) waitSteps(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if lines, err := os.ReadFile(filepath.Join(j.output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= n {
-			return
-		}
-		require.False(t, time.Now().After(deadline), "the job did not reach step %d within 90 s; coordinator stderr:\n%s", n, j.coord.stderr)
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitMetricsLines(t, j.output, n, 90*time.Second, func() string { return "coordinator stderr:\n" + j.coord.stderr.String() })
 }
 
 // finish waits for every process to exit with status 0, then checks that the

@@ -570,14 +570,7 @@ func TestKilledNodeFailsJob(t *testing.T) {
 	}
 
 	// Wait until the job runs, then kill rank 1.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if lines, err := os.ReadFile(filepath.Join(out, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 3 {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "the job did not reach step 3 within 60 s; coordinator stderr:\n%s", coord.stderr)
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetricsLines(t, out, 3, 60*time.Second, func() string { return "coordinator stderr:\n" + coord.stderr.String() })
 
 	// While the job runs, the coordinator and the nodes serve metrics and health.
 	assert.Contains(t, httpGet(t, "http://"+coordMetrics+"/metrics"), "ringtune_coordinator_")
@@ -712,14 +705,7 @@ func TestCoordinatorSIGTERMStopsNodes(t *testing.T) {
 		start("node", "--config", job, "--eval-every-steps", "0", "--coordinator", coordAddr, "--rank", fmt.Sprint(rank))
 	}
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if lines, err := os.ReadFile(filepath.Join(out, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 3 {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "the job did not reach step 3 within 60 s")
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetricsLines(t, out, 3, 60*time.Second, func() string { return "" })
 	require.NoError(t, procs[0].Process.Signal(syscall.SIGTERM))
 
 	// Every process exits with an error, because the job did not finish.
@@ -781,14 +767,7 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			t.Cleanup(func() { _ = cmd.Process.Kill() })
 
 			// Kill the rank once the job has run a few steps.
-			deadline := time.Now().Add(60 * time.Second)
-			for {
-				if lines, err := os.ReadFile(filepath.Join(run.output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= 5 {
-					break
-				}
-				require.False(t, time.Now().After(deadline), "the job did not reach step 5 within 60 s; stderr:\n%s", stderr)
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitMetricsLines(t, run.output, 5, 60*time.Second, func() string { return "stderr:\n" + stderr.String() })
 			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
 			require.NotZero(t, pid, "no process of rank %d", killedRank)
 			require.NoError(t, syscall.Kill(pid, tc.signal))
@@ -840,4 +819,19 @@ func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
 	assertTensorsClose(t, want, readTensors(t, filepath.Join(out, "model")), 0)
 	assert.FileExists(t, filepath.Join(out, "summary.json"))
 	assert.Len(t, readMetrics(t, out), 6, "the resumed run adds no steps")
+}
+
+// waitMetricsLines waits until metrics.jsonl in output has n lines, and fails
+// the test after timeout with the text that logs returns, such as a process's
+// stderr.
+func waitMetricsLines(t *testing.T, output string, n int, timeout time.Duration, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if lines, err := os.ReadFile(filepath.Join(output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= n {
+			return
+		}
+		require.False(t, time.Now().After(deadline), "the job did not reach step %d within %v; %s", n, timeout, logs())
+		time.Sleep(10 * time.Millisecond)
+	}
 }
