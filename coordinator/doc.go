@@ -13,6 +13,6 @@
 // generation goes up. The survivors join again with the state of the last step they
 // completed, and a new node takes the free rank. The ring then re-forms with the
 // state of the survivor that completed the most steps. Every action carries the ring
-// generation, starting at 1, so that nodes and reports of an older ring are told
-// apart.
+// generation, starting at 1, so that nodes and reports of an older ring are
+// recognized.
 package coordinator

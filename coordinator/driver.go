@@ -765,7 +765,7 @@ func (s *Server) handleMemberLost(name string, dead bool) {
 	if dead && s.d.coord.Phase() == PhaseRecovering && len(s.d.joinWaiters[name]) > 0 {
 		// A node whose join call is open is alive as far as this service can
 		// tell. After a partition heals, gossip may declare members dead that
-		// did not answer a cut-off member in time.
+		// did not reply to a cut-off member in time.
 		s.log.Warn("gossip declared dead a node that is joining the re-formed ring; its open join call wins", "node", name,
 			"rank", node.rank, "generation", s.d.coord.Generation())
 		return

@@ -28,9 +28,9 @@ type Join struct {
 
 // NodeState is the training state a node holds after a completed step.
 type NodeState struct {
-	// Held is set when the node holds a completed step's weights and optimizer
+	// HasState is set when the node has a completed step's weights and optimizer
 	// state in memory.
-	Held bool
+	HasState bool
 	// CompletedStep is the last step the node completed.
 	CompletedStep int
 	// TrainerState is the node's trainer state after CompletedStep, as JSON

@@ -94,7 +94,7 @@ func sameNode(a, b Join) bool {
 // before the loss broke the ring elsewhere.
 func (c *Coordinator) checkState(join Join) string {
 	st := join.State
-	if !st.Held {
+	if !st.HasState {
 		return ""
 	}
 	if st.CompletedStep < c.lastCompletedStep || st.CompletedStep > c.lastCompletedStep+1 {
@@ -113,7 +113,7 @@ func (c *Coordinator) maybeReform() []Action {
 			return nil
 		}
 		st := m.join.State
-		if st.Held && (source == nil || st.CompletedStep > source.join.State.CompletedStep ||
+		if st.HasState && (source == nil || st.CompletedStep > source.join.State.CompletedStep ||
 			(st.CompletedStep == source.join.State.CompletedStep && m.rank < source.rank)) {
 			source = m
 		}

@@ -20,7 +20,7 @@ func restartConfig(worldSize, restarts int) Config {
 // rejoinOf returns the join of a survivor that holds the state of step.
 func rejoinOf(id string, step int) Join {
 	join := joinOf(id, -1)
-	join.State = NodeState{Held: true, CompletedStep: step, TrainerState: fmt.Sprintf(`{"step":%d}`, step)}
+	join.State = NodeState{HasState: true, CompletedStep: step, TrainerState: fmt.Sprintf(`{"step":%d}`, step)}
 	return join
 }
 

@@ -75,7 +75,7 @@ func (h *service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 			DatasetHash:   req.GetFingerprint().GetDatasetHash(),
 		},
 		State: NodeState{
-			Held:          req.GetHasState(),
+			HasState:      req.GetHasState(),
 			CompletedStep: int(req.GetCompletedStep()),
 			TrainerState:  string(req.GetTrainerState()),
 		},

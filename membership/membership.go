@@ -137,8 +137,8 @@ func New(cfg Config) (*Membership, error) {
 
 	mlConfig := memberlist.DefaultLANConfig()
 	mlConfig.Name = cfg.Name
-	// memberlist looks up a private address to advertise only for "0.0.0.0";
-	// for "" and "::" it would advertise the unspecified address, which every
+	// memberlist looks up a private address to advertise only for "0.0.0.0".
+	// For "" and "::" it would advertise the unspecified address, which every
 	// other member reads as itself.
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "0.0.0.0"

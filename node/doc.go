@@ -8,9 +8,9 @@
 // decides so, and writes the final model or adapter.
 //
 // When the coordinator re-forms the ring after a lost rank, the node abandons
-// its step, joins the next generation with the state of its last completed step,
-// and takes the chosen survivor's weights and optimizer state by broadcast, so
-// that training goes on from that step with the same data order.
+// its step and joins the next generation with the state of its last completed
+// step. It then takes the chosen survivor's weights and optimizer state by
+// broadcast, so training goes on from that step with the same data order.
 //
 // Every rank loads and tokenizes the whole dataset on its own, and the data
 // package makes that deterministic, so the ranks agree on the rows without

@@ -23,9 +23,9 @@ import (
 const reportTimeout = 5 * time.Minute
 
 // failureGrace is how long a node whose ring or step report failed waits for
-// the coordinator's account of the failure: FAILED, which names the lost rank
-// more reliably than the ring's neighbours can, or REFORM, after which the
-// node joins the re-formed ring. A host that vanishes without closing its
+// the coordinator's account of the failure. FAILED names the lost rank more
+// reliably than the ring's neighbours can, and after REFORM the node joins the
+// re-formed ring. A host that vanishes without closing its
 // connections takes the coordinator the gossip suspicion time to declare dead.
 const failureGrace = 30 * time.Second
 
@@ -406,7 +406,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		// The state after the previous step, which a failed step leaves in the
 		// weights and the optimizer, but not in the sampler and the dropout step.
 		before := l.snapshot(step - 1)
-		l.held = &before
+		l.completed = &before
 		stepStart := time.Now()
 		batches, err := l.nextMicroBatches()
 		if err != nil {
@@ -424,7 +424,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 		// From here on the weights are those after this step on every rank,
 		// because its all-reduce completed.
 		after := l.snapshotAfter(step, stats)
-		l.held = &after
+		l.completed = &after
 		decision, err := l.report(ctx, step, stats)
 		if err != nil {
 			// The coordinator's summary is missing, so the global figures other

@@ -193,14 +193,14 @@ type runner struct {
 	cancelGossip context.CancelFunc
 	// reforms receives the REFORM events of the Watch stream, newest last.
 	reforms chan *pb.JobEvent
-	// held is the trainer state of the last step this node completed, which
-	// the weights and optimizer state in memory belong to; nil before the first
-	// step loop started.
-	held    *TrainerState
-	model   *model.Model
-	opt     *model.AdamW
-	comm    *collective.Communicator
-	stepper *train.Stepper
+	// completed is the trainer state of the last step this node completed. The
+	// weights and optimizer state in memory belong to it. It is nil before the
+	// first step loop started.
+	completed *TrainerState
+	model     *model.Model
+	opt       *model.AdamW
+	comm      *collective.Communicator
+	stepper   *train.Stepper
 }
 
 // serve starts the collective endpoint, membership and the metrics and health
@@ -268,8 +268,8 @@ func (n *runner) join(ctx context.Context) error {
 	if n.members != nil {
 		req.GossipAddress = n.members.Addr()
 	}
-	if n.held != nil && n.model != nil && n.opt != nil {
-		st := *n.held
+	if n.completed != nil && n.model != nil && n.opt != nil {
+		st := *n.completed
 		st.OptimizerStep = n.opt.StepCount()
 		state, err := json.Marshal(st)
 		if err != nil {

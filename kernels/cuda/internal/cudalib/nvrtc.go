@@ -144,9 +144,8 @@ func preloadBuiltins(nvrtcPath string, major, minor int) string {
 	return ""
 }
 
-// Version returns NVRTC's version, such as 11.8 or 12.4, read by LoadNVRTC. It
-// fails only on a nil *NVRTC; the error leaves room for a binding that queries
-// the library on each call.
+// Version returns NVRTC's version, such as 11.8 or 12.4, which LoadNVRTC read.
+// It fails only on a nil *NVRTC.
 func (n *NVRTC) Version() (major, minor int, err error) {
 	if n == nil {
 		return 0, 0, errNoNVRTC
