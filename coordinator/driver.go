@@ -56,6 +56,17 @@ type driverState struct {
 	gossipJoins sync.WaitGroup
 }
 
+// awaitingWatch reports whether a node accepted into the ring has neither
+// opened a Watch stream nor left.
+func (d *driverState) awaitingWatch() bool {
+	for _, node := range d.nodes {
+		if !node.acceptedAt.IsZero() && !node.watched && !node.left {
+			return true
+		}
+	}
+	return false
+}
+
 type nodeState struct {
 	gossipAddr string
 	// rank is the assigned rank, or -1 before the ring forms.
@@ -99,7 +110,9 @@ func newDriverState(coord *Coordinator) driverState {
 }
 
 // drive runs the driver loop until the job ended and every Watch stream closed, or
-// ShutdownTimeout after the job ended. It returns what Run returns.
+// ShutdownTimeout after the job ended. A node accepted into the ring that has not
+// opened its stream yet counts as open: a job resumed after its last step ends
+// with the joins, before any node watched it. It returns what Run returns.
 func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 	defer close(s.driverDone)
 	ticker := time.NewTicker(s.cfg.TickInterval)
@@ -109,7 +122,7 @@ func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 	var drainTimeout <-chan time.Time
 	for {
 		if s.d.finished {
-			if s.d.openWatchers == 0 {
+			if s.d.openWatchers == 0 && !s.d.awaitingWatch() {
 				return s.d.result
 			}
 			if drainTimeout == nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -702,4 +703,52 @@ func rejoinRequest(id string, rank, step int) *pb.JoinRequest {
 	req := joinRequest(id, rank)
 	req.HasState, req.CompletedStep, req.TrainerState = true, int32(step), []byte(fmt.Sprintf(`{"step":%d}`, step))
 	return req
+}
+
+func TestServerResumedAfterLastStepWaitsForWatches(t *testing.T) {
+	job := serverJobConfig(2, 4)
+	job.StartStep = job.TotalSteps
+	ts := startServer(t, job, nil)
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+
+	// The joins end the job, since no step is left. Nodes open their Watch
+	// streams some time after their join returned, and must still get the
+	// final event rather than a stopped coordinator.
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			resp, err := node.client.Join(ctx, joinRequest(node.id, i))
+			assert.NoError(t, err)
+			node.resp = resp
+		})
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	for _, node := range nodes {
+		assert.Equal(t, int32(4), node.resp.GetStartStep())
+		watchCtx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		events, err := node.client.Watch(watchCtx, node.id)
+		require.NoError(t, err, "Watch of node %s after the job ended at the joins", node.id)
+		node.events, node.cancel = events, cancel
+		assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, node.nextEvent(t).GetKind())
+		node.finish(t)
+	}
+	require.NoError(t, ts.wait(t))
+}
+
+func TestServerStopsWhenAcceptedNodeNeverWatches(t *testing.T) {
+	job := serverJobConfig(1, 4)
+	job.StartStep = job.TotalSteps
+	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.ShutdownTimeout = 200 * time.Millisecond })
+	node := newFakeNode(t, ts.Addr(), "a")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	_, err := node.client.Join(ctx, joinRequest("a", 0))
+	require.NoError(t, err)
+
+	// The wait for the node's stream is bounded by the shutdown timeout.
+	require.NoError(t, ts.wait(t))
 }
