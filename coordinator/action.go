@@ -4,7 +4,7 @@ import "time"
 
 // Action is an output of Coordinator.Step that the driver performs. Every action
 // carries the ring generation it belongs to. The concrete types are JoinAccepted,
-// JoinRejected, FailJob, Reform, Checkpoint, StepSummary and Done.
+// JoinRejected, FailJob, Reform, Checkpoint, StepSummary, Finish and Done.
 type Action interface {
 	// ActionGeneration returns the ring generation the action belongs to.
 	ActionGeneration() uint64
@@ -100,6 +100,14 @@ type Reform struct {
 	Step int
 }
 
+// Finish reports that the last step completed and the job waits for rank 0
+// to write the result and leave. The driver marks the step's decision as the
+// last.
+type Finish struct {
+	Generation uint64
+	Step       int
+}
+
 // Done reports that the last step completed. The driver stops every node.
 type Done struct {
 	Generation uint64
@@ -112,4 +120,5 @@ func (a FailJob) ActionGeneration() uint64      { return a.Generation }
 func (a Checkpoint) ActionGeneration() uint64   { return a.Generation }
 func (a StepSummary) ActionGeneration() uint64  { return a.Generation }
 func (a Done) ActionGeneration() uint64         { return a.Generation }
+func (a Finish) ActionGeneration() uint64       { return a.Generation }
 func (a Reform) ActionGeneration() uint64       { return a.Generation }

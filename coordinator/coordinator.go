@@ -17,7 +17,12 @@ const (
 	// again and for a replacement to take the free rank, before the ring
 	// re-forms under the next generation.
 	PhaseRecovering
-	// PhaseDone means the last step completed. It is final.
+	// PhaseFinishing follows the last step when restarts are allowed: the
+	// job is done once rank 0 has written the result and left, and a rank
+	// lost before that re-forms the ring like a loss during a step.
+	PhaseFinishing
+	// PhaseDone means the last step completed and, with restarts allowed,
+	// rank 0 wrote the result. It is final.
 	PhaseDone
 	// PhaseFailed means the job ended with an error. It is final.
 	PhaseFailed
@@ -31,6 +36,8 @@ func (p Phase) String() string {
 		return "running"
 	case PhaseRecovering:
 		return "recovering"
+	case PhaseFinishing:
+		return "finishing"
 	case PhaseDone:
 		return "done"
 	case PhaseFailed:
@@ -147,12 +154,15 @@ func (c *Coordinator) Step(event Event) ([]Action, error) {
 	case Join:
 		return c.handleJoin(e), nil
 	case Leave:
-		if e.Restart {
-			return c.handleMemberLost(e.NodeID, "was stopped", true)
+		switch {
+		case e.Restart:
+			return c.handleMemberLost(e.NodeID, "was stopped", lossRestartable)
+		case e.Failed:
+			return c.handleMemberLost(e.NodeID, "failed", lossFailed)
 		}
-		return c.handleMemberLost(e.NodeID, "left the job", false)
+		return c.handleMemberLost(e.NodeID, "left the job", lossClean)
 	case Dead:
-		return c.handleMemberLost(e.NodeID, "was declared dead", true)
+		return c.handleMemberLost(e.NodeID, "was declared dead", lossRestartable)
 	case StepReport:
 		return c.handleStepReport(e)
 	case Tick:
@@ -177,10 +187,23 @@ func (c *Coordinator) handleTick(tick Tick) []Action {
 	return c.becomeFailed(-1, reason)
 }
 
+// lossKind is the way a node left the job.
+type lossKind int
+
+const (
+	// lossClean is a Leave after the node's work ended.
+	lossClean lossKind = iota
+	// lossFailed is a Leave with the node's own error.
+	lossFailed
+	// lossRestartable is a node that died or was stopped from outside, which
+	// a replacement may take over.
+	lossRestartable
+)
+
 // handleMemberLost handles a Leave or Dead event. During rendezvous the node's place
 // is freed for another node. Once running, a lost rank starts a recovery when it may
 // come back (restartable) and restarts are left, and fails the job otherwise.
-func (c *Coordinator) handleMemberLost(nodeID, cause string, restartable bool) ([]Action, error) {
+func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]Action, error) {
 	if c.finished() {
 		return nil, fmt.Errorf("%w: node %q %s after the job became %v", ErrJobFinished, nodeID, cause, c.phase)
 	}
@@ -194,12 +217,51 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, restartable bool) (
 		return nil, nil
 	}
 
+	if c.lastCompletedStep == c.cfg.TotalSteps {
+		return c.lostAfterLastStep(m, cause, kind), nil
+	}
 	reason := fmt.Sprintf("rank %d (node %q at %s) %s during step %d of %d",
 		m.rank, nodeID, m.join.Address, cause, c.lastCompletedStep+1, c.cfg.TotalSteps)
-	if !restartable {
+	if kind != lossRestartable {
 		return c.becomeFailed(m.rank, reason), nil
 	}
 	return c.recover(m, reason), nil
+}
+
+// lostAfterLastStep handles a node that left while the job finishes, or
+// while the ring re-forms after the last step. Rank 0's clean leave means
+// the result is written, so the job is done. A lost rank re-forms the ring,
+// because rank 0 may still need the others for the final evaluation and a
+// replacement of rank 0 takes a survivor's state to write the result. Past
+// max_restarts, only rank 0's loss fails the job: rank 0 may finish without
+// the others.
+func (c *Coordinator) lostAfterLastStep(m *member, cause string, kind lossKind) []Action {
+	reason := fmt.Sprintf("rank %d (node %q at %s) %s after the last step (%d), before rank 0 wrote the result",
+		m.rank, m.join.NodeID, m.join.Address, cause, c.cfg.TotalSteps)
+	switch {
+	case kind == lossClean && m.rank == 0:
+		return c.becomeDone()
+	case kind == lossClean:
+		// A rank other than 0 has nothing left to do.
+		return nil
+	case kind == lossFailed:
+		return c.becomeFailed(m.rank, reason)
+	case m.rank != 0 && c.restarts >= c.cfg.MaxRestarts && c.phase == PhaseFinishing:
+		c.removeMember(m.join.NodeID)
+		return nil
+	}
+	return c.recover(m, reason)
+}
+
+// afterLastStep ends the job once every rank completed the last step, or,
+// when restarts are allowed, waits for rank 0 to write the result.
+func (c *Coordinator) afterLastStep() []Action {
+	if c.cfg.MaxRestarts == 0 {
+		return c.becomeDone()
+	}
+	c.phase = PhaseFinishing
+	c.pendingReports = nil
+	return []Action{Finish{Generation: c.generation, Step: c.lastCompletedStep}}
 }
 
 func (c *Coordinator) removeMember(nodeID string) {

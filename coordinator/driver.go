@@ -190,6 +190,7 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 	byStep := make(map[int]*pb.StepDecision)
 	var failure *FailJob
 	var done *Done
+	var finishing *Finish
 	for _, action := range actions {
 		switch a := action.(type) {
 		case JoinAccepted:
@@ -220,6 +221,11 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 				decision.Stop = true
 			}
 			done = &a
+		case Finish:
+			if decision := byStep[a.Step]; decision != nil {
+				decision.Stop = true
+			}
+			finishing = &a
 		}
 	}
 
@@ -248,6 +254,11 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 	case done != nil:
 		event := &pb.JobEvent{Kind: pb.JobEventKind_JOB_EVENT_KIND_DONE, Generation: done.Generation, Rank: -1, Step: int32(done.Step)}
 		s.finish(event, nil, "done", codes.FailedPrecondition)
+	case finishing != nil:
+		// A requested stop has nothing left to stop.
+		s.reg.coordinator.SetPhase("finishing")
+		s.log.Info("last step completed, waiting for rank 0 to write the result", "step", finishing.Step,
+			"generation", finishing.Generation)
 	case stopReason != "":
 		s.finishStopped(stopReason)
 	}
@@ -280,7 +291,7 @@ func (s *Server) accept(a JoinAccepted) {
 	s.log.Info("node joined", "node", a.NodeID, "rank", a.Rank, "world_size", a.WorldSize, "generation", a.Generation)
 	if a.Rank == a.WorldSize-1 {
 		// The acceptances go out in rank order, so the ring is complete now.
-		s.reg.coordinator.SetPhase("running")
+		s.reg.coordinator.SetPhase(PhaseRunning.String())
 		s.reg.coordinator.SetGeneration(a.Generation)
 		s.log.Info("ring formed, job running", "generation", a.Generation, "ring", a.Ring,
 			"start_step", a.StartStep, "source_rank", a.SourceRank)
@@ -505,6 +516,11 @@ func (s *Server) handleStopRequest() {
 		s.finishStopped(reason)
 		return
 	}
+	if s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps {
+		s.log.Info("stop requested after the last step, the job ends once rank 0 wrote the result", "reason", reason,
+			"generation", s.d.coord.Generation())
+		return
+	}
 	s.log.Info("stop requested, the next step decision stops the job", "reason", reason,
 		"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1)
 }
@@ -687,7 +703,7 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 
 	node := s.d.nodes[w.nodeID]
 	phase := s.d.coord.Phase()
-	if s.d.finished || node == nil || node.left || (phase != PhaseRunning && phase != PhaseRecovering) {
+	if s.d.finished || node == nil || node.left || phase == PhaseRendezvous {
 		return
 	}
 	s.log.Warn("Watch stream of a running node broke", "node", w.nodeID, "rank", node.rank,
@@ -751,7 +767,7 @@ func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 	if nodeErr != "" {
 		s.d.lossDetail = ": node error: " + nodeErr
 	}
-	s.step(Leave{NodeID: nodeID, Restart: restart}, nil)
+	s.step(Leave{NodeID: nodeID, Restart: restart, Failed: nodeErr != ""}, nil)
 	s.d.lossDetail = ""
 	if s.d.coord.Phase() == PhaseRendezvous {
 		s.dropWaitingNode(nodeID, "left")

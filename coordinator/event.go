@@ -44,6 +44,8 @@ type Leave struct {
 	// Restart is set when the node was stopped from outside and may be
 	// replaced, so that its loss starts a recovery rather than failing the job.
 	Restart bool
+	// Failed is set when the node left with its own error.
+	Failed bool
 }
 
 // Dead reports that the membership layer declared a node dead.

@@ -32,7 +32,7 @@ func (c *Coordinator) handleJoin(join Join) []Action {
 	actions := c.becomeRunning()
 	if c.lastCompletedStep == c.cfg.TotalSteps {
 		// Resumed from a checkpoint of the last step: nothing is left to train.
-		actions = append(actions, c.becomeDone()...)
+		actions = append(actions, c.afterLastStep()...)
 	}
 	return actions
 }
@@ -47,7 +47,7 @@ func (c *Coordinator) handleRepeatedJoin(existing *member, join Join) []Action {
 		}
 		return []Action{JoinRejected{NodeID: join.NodeID, Generation: c.generation, Reason: reason}}
 	}
-	if c.phase == PhaseRunning {
+	if c.phase == PhaseRunning || c.phase == PhaseFinishing {
 		return []Action{c.acceptance(existing.rank)}
 	}
 	// A retry during rendezvous or recovery gets its JoinAccepted when the ring forms.
@@ -59,6 +59,8 @@ func (c *Coordinator) checkJoin(join Join) string {
 	switch c.phase {
 	case PhaseRunning:
 		return fmt.Sprintf("job %q is already running with all %d ranks assigned", c.cfg.JobID, c.cfg.WorldSize)
+	case PhaseFinishing:
+		return fmt.Sprintf("job %q completed its last step and waits for rank 0 to write the result", c.cfg.JobID)
 	case PhaseDone:
 		return fmt.Sprintf("job %q has finished and accepts no nodes", c.cfg.JobID)
 	case PhaseFailed:

@@ -134,9 +134,9 @@ func (c *Coordinator) maybeReform() []Action {
 	c.lost = nil
 	actions := c.becomeRunning()
 	if c.lastCompletedStep == c.cfg.TotalSteps {
-		// A survivor finished the last step before the loss: the job is done
-		// once the others took its state.
-		actions = append(actions, c.becomeDone()...)
+		// A survivor finished the last step before the loss: once the others
+		// took its state, rank 0 writes the result.
+		actions = append(actions, c.afterLastStep()...)
 	}
 	return actions
 }

@@ -216,8 +216,120 @@ func TestRecoveryAfterLastStep(t *testing.T) {
 	actions := mustStep(t, c, rejoinOf("n0", 3), joinOf("new", -1))
 
 	require.Len(t, actions, 3)
-	assert.Equal(t, Done{Generation: 2, Step: 3}, actions[2])
+	assert.Equal(t, Finish{Generation: 2, Step: 3}, actions[2])
+	assert.Equal(t, PhaseFinishing, c.Phase())
+	assert.Equal(t, []Action{Done{Generation: 2, Step: 3}}, mustStep(t, c, Leave{NodeID: "n0"}),
+		"rank 0 wrote the result")
 	assert.Equal(t, PhaseDone, c.Phase())
+}
+
+func TestLastStepWaitsForRankZero(t *testing.T) {
+	cfg := restartConfig(3, 1)
+	cfg.TotalSteps = 2
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 1)
+	for rank := range 2 {
+		mustStep(t, c, reportGen(rank, 2, 1))
+	}
+
+	actions := mustStep(t, c, reportGen(2, 2, 1))
+
+	require.Len(t, actions, 3)
+	assert.IsType(t, StepSummary{}, actions[0])
+	assert.IsType(t, Checkpoint{}, actions[1])
+	assert.Equal(t, Finish{Generation: 1, Step: 2}, actions[2])
+	assert.Equal(t, PhaseFinishing, c.Phase())
+	assert.Empty(t, mustStep(t, c, Leave{NodeID: "n2"}), "rank 2 has nothing left to do")
+	assert.Equal(t, PhaseFinishing, c.Phase())
+	assert.Equal(t, []Action{Done{Generation: 1, Step: 2}}, mustStep(t, c, Leave{NodeID: "n0"}))
+	assert.Equal(t, PhaseDone, c.Phase())
+}
+
+func TestLastStepWithoutRestartsIsDone(t *testing.T) {
+	cfg := testConfig(2)
+	cfg.TotalSteps = 1
+	c := startJob(t, cfg)
+	mustStep(t, c, reportGen(0, 1, 1))
+
+	actions := mustStep(t, c, reportGen(1, 1, 1))
+
+	require.NotEmpty(t, actions)
+	assert.Equal(t, Done{Generation: 1, Step: 1}, actions[len(actions)-1])
+	assert.Equal(t, PhaseDone, c.Phase())
+}
+
+func TestRankZeroLostAfterLastStepReforms(t *testing.T) {
+	cfg := restartConfig(2, 1)
+	cfg.TotalSteps = 2
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 2)
+
+	actions := mustStep(t, c, Dead{NodeID: "n0"})
+
+	require.Len(t, actions, 1)
+	reform, ok := actions[0].(Reform)
+	require.True(t, ok, "action %T", actions[0])
+	assert.Equal(t, 0, reform.LostRank)
+	assert.Equal(t, 2, reform.Step)
+	assert.Contains(t, reform.Reason, "after the last step (2), before rank 0 wrote the result")
+
+	actions = mustStep(t, c, rejoinOf("n1", 2), joinOf("new", -1))
+	require.Len(t, actions, 3)
+	accepted, ok := actions[0].(JoinAccepted)
+	require.True(t, ok, "action %T", actions[0])
+	assert.Equal(t, "new", accepted.NodeID, "the replacement takes rank 0")
+	assert.Equal(t, 1, accepted.SourceRank)
+	assert.Equal(t, 2, accepted.StartStep)
+	assert.Equal(t, Finish{Generation: 2, Step: 2}, actions[2])
+}
+
+func TestRankZeroLeavesDuringRecoveryAfterLastStep(t *testing.T) {
+	cfg := restartConfig(3, 1)
+	cfg.TotalSteps = 2
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 2)
+	mustStep(t, c, Dead{NodeID: "n2"})
+	assert.Equal(t, PhaseRecovering, c.Phase())
+
+	// Rank 0 wrote the result while the ring re-formed around rank 2.
+	actions := mustStep(t, c, Leave{NodeID: "n0"})
+
+	assert.Equal(t, []Action{Done{Generation: 2, Step: 2}}, actions)
+	assert.Equal(t, PhaseDone, c.Phase())
+}
+
+func TestLossAfterLastStepPastRestartLimit(t *testing.T) {
+	cfg := restartConfig(3, 1)
+	cfg.TotalSteps = 1
+	c := startJob(t, cfg)
+	mustStep(t, c, Dead{NodeID: "n2"})
+	mustStep(t, c, rejoinOf("n0", 0), rejoinOf("n1", 0), joinOf("new", -1))
+	completeSteps(t, c, 2, 1, 1)
+	require.Equal(t, PhaseFinishing, c.Phase())
+
+	assert.Empty(t, mustStep(t, c, Dead{NodeID: "n1"}), "rank 0 may write the result without rank 1")
+	assert.Equal(t, PhaseFinishing, c.Phase())
+	actions := mustStep(t, c, Dead{NodeID: "n0"})
+	require.Len(t, actions, 1)
+	failed, ok := actions[0].(FailJob)
+	require.True(t, ok, "action %T", actions[0])
+	assert.Equal(t, 0, failed.Rank)
+	assert.Contains(t, failed.Reason, "max_restarts (1)")
+}
+
+func TestFailedLeaveAfterLastStepFailsJob(t *testing.T) {
+	cfg := restartConfig(2, 1)
+	cfg.TotalSteps = 1
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 1)
+
+	actions := mustStep(t, c, Leave{NodeID: "n0", Failed: true})
+
+	require.Len(t, actions, 1)
+	failed, ok := actions[0].(FailJob)
+	require.True(t, ok, "action %T", actions[0])
+	assert.Contains(t, failed.Reason, "rank 0 (node \"n0\" at n0:7000) failed after the last step (1)")
+	assert.Equal(t, PhaseFailed, c.Phase())
 }
 
 func TestRejoinRetryIsIdempotent(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 
 // handleStepReport stores one rank's report and, for each step that every rank has
 // now reported, in step order, emits its StepSummary, a Checkpoint when one is due
-// and Done after the last step.
+// and Finish or Done after the last step.
 func (c *Coordinator) handleStepReport(report StepReport) ([]Action, error) {
 	if c.finished() {
 		return nil, fmt.Errorf("%w: report of rank %d for step %d after the job became %v",
@@ -103,7 +103,7 @@ func (c *Coordinator) completeStep() []Action {
 		actions = append(actions, Checkpoint{Generation: c.generation, Step: step})
 	}
 	if step == c.cfg.TotalSteps {
-		actions = append(actions, c.becomeDone()...)
+		actions = append(actions, c.afterLastStep()...)
 	}
 	return actions
 }

@@ -189,7 +189,7 @@ func TestServerLeaveWithErrorFailsJob(t *testing.T) {
 	event := nodes[0].nextEvent(t)
 	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_FAILED, event.GetKind())
 	assert.Equal(t, int32(1), event.GetRank())
-	assert.Contains(t, event.GetReason(), "left the job during step 1 of 10: node error: CUDA out of memory")
+	assert.Contains(t, event.GetReason(), "failed during step 1 of 10: node error: CUDA out of memory")
 	for _, node := range nodes {
 		node.finish(t)
 	}
@@ -557,11 +557,24 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 	reportAll(t, survivors, 2)
 	decisions := reportAll(t, survivors, 3)
 	assert.True(t, decisions[0].GetStop())
-	for _, node := range survivors {
+	finishAfterLastStep(t, survivors)
+	require.NoError(t, ts.wait(t))
+}
+
+// finishAfterLastStep has rank 0, nodes[0], leave as after writing the
+// result, and checks that the others then get the DONE event.
+func finishAfterLastStep(t *testing.T, nodes []*fakeNode) {
+	t.Helper()
+	select {
+	case event := <-nodes[1].events:
+		t.Fatalf("node %s got %v before rank 0 wrote the result", nodes[1].id, event)
+	case <-time.After(100 * time.Millisecond):
+	}
+	nodes[0].finish(t)
+	for _, node := range nodes[1:] {
 		assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, node.nextEvent(t).GetKind())
 		node.finish(t)
 	}
-	require.NoError(t, ts.wait(t))
 }
 
 func TestServerReformAfterLastStepEndsJob(t *testing.T) {
@@ -589,11 +602,13 @@ func TestServerReformAfterLastStepEndsJob(t *testing.T) {
 	assert.Equal(t, int32(2), resp.GetStartStep())
 	assert.Equal(t, int32(2), (<-done).GetStartStep())
 
-	// The job is done at once: the replacement takes the state, and rank 0
-	// writes the result.
-	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, nodes[0].nextEvent(t).GetKind())
-	nodes[0].finish(t)
-	replacement.finish(t)
+	// No step is left: the replacement takes the state, and the job is done
+	// once rank 0 wrote the result.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	t.Cleanup(stopWatch)
+	replacement.events, err = replacement.client.Watch(watchCtx, "c")
+	require.NoError(t, err)
+	finishAfterLastStep(t, []*fakeNode{nodes[0], replacement})
 	require.NoError(t, ts.wait(t))
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 // Phases lists the values of the phase label of ringtune_coordinator_phase.
-var Phases = []string{"rendezvous", "running", "recovering", "done", "failed", "stopped"}
+var Phases = []string{"rendezvous", "running", "recovering", "finishing", "done", "failed", "stopped"}
 
 // CoordinatorStep is the aggregate of every rank's report of one step.
 type CoordinatorStep struct {

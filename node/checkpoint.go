@@ -44,11 +44,14 @@ type TrainerState struct {
 	ConsecutiveSkips int `json:"consecutive_skips"`
 	// OptimizerStep is the AdamW step count after Step, which differs from Step
 	// after skipped updates. Checkpoints carry it in the optimizer state too.
-	OptimizerStep int    `json:"optimizer_step,omitempty"`
-	Mode          string `json:"mode"`
-	WorldSize     int    `json:"world_size"`
-	ConfigHash    string `json:"config_hash"`
-	JobID         string `json:"job_id"`
+	OptimizerStep int `json:"optimizer_step,omitempty"`
+	// Loss is the mean loss of Step over the global batch, absent when it was
+	// not finite.
+	Loss       *float64 `json:"loss,omitempty"`
+	Mode       string   `json:"mode"`
+	WorldSize  int      `json:"world_size"`
+	ConfigHash string   `json:"config_hash"`
+	JobID      string   `json:"job_id"`
 }
 
 // CheckpointPath returns the folder of the checkpoint after step in a run's

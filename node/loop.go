@@ -22,6 +22,10 @@ import (
 // because its last all-reduce ends on all of them together.
 const reportTimeout = 5 * time.Minute
 
+// doneEventWait bounds the wait for the DONE event after a join was rejected
+// because the job ended.
+const doneEventWait = 5 * time.Second
+
 // failureGrace is how long a node whose ring or step report failed waits for
 // the coordinator's account of the failure. FAILED names the lost rank more
 // reliably than the ring's neighbours can, and after REFORM the node joins the
@@ -67,9 +71,13 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 	}
 	failed := make(chan *JobError, 1)
 	n.reforms = make(chan *pb.JobEvent, 1)
+	n.done = make(chan struct{})
 	go func() {
 		for ev := range events {
 			switch ev.Kind {
+			case pb.JobEventKind_JOB_EVENT_KIND_DONE:
+				close(n.done)
+				return
 			case pb.JobEventKind_JOB_EVENT_KIND_FAILED:
 				jobErr := &JobError{Rank: int(ev.Rank), Reason: ev.Reason}
 				failed <- jobErr
@@ -88,22 +96,31 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 
 	for {
 		res, err := n.runGeneration(ctx)
-		if err == nil {
-			return res, nil
-		}
-		// Prefer the coordinator's account of a failure to the local symptom.
-		if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
-			var jobErr *JobError
-			if errors.As(cause, &jobErr) {
-				return nil, jobErr
-			}
-		}
 		var reform *reformSignal
-		if !errors.As(err, &reform) {
-			reform, err = n.awaitVerdict(parent, failed, err)
-		}
-		if reform == nil {
-			return nil, err
+		switch {
+		case err == nil && n.rank == 0:
+			return res, nil
+		case err == nil:
+			// The other ranks stay until the job ends: when rank 0 is lost
+			// before it wrote the result, its replacement takes their state.
+			n.finished = res
+			if reform, err = n.awaitEnd(parent, failed); reform == nil {
+				return res, err
+			}
+		default:
+			// Prefer the coordinator's account of a failure to the local symptom.
+			if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
+				var jobErr *JobError
+				if errors.As(cause, &jobErr) {
+					return nil, jobErr
+				}
+			}
+			if !errors.As(err, &reform) {
+				reform, err = n.awaitVerdict(parent, failed, err)
+			}
+			if reform == nil {
+				return nil, err
+			}
 		}
 
 		n.log.Warn("the ring re-forms, joining again", "next_generation", reform.event.Generation,
@@ -116,9 +133,50 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 					return nil, jobErr
 				}
 			}
+			if res := n.finishedMeanwhile(); res != nil {
+				return res, nil
+			}
 			return nil, err
 		}
 		n.side.registerRank(n.rank)
+	}
+}
+
+// awaitEnd waits, on a rank other than 0 that completed its part of the
+// job, for the coordinator to end the job. It returns the REFORM to follow
+// when a rank was lost before rank 0 wrote the result, nil when the job is
+// done, or the error of a failed job.
+func (n *runner) awaitEnd(parent context.Context, failed <-chan *JobError) (*reformSignal, error) {
+	n.log.Info("waiting for rank 0 to write the result")
+	for {
+		select {
+		case <-n.done:
+			return nil, nil
+		case jobErr := <-failed:
+			return nil, jobErr
+		case ev := <-n.reforms:
+			if ev.Generation > n.joined.Generation {
+				return &reformSignal{event: ev}, nil
+			}
+		case <-parent.Done():
+			return nil, fmt.Errorf("stopped while rank 0 writes the result: %w", context.Cause(parent))
+		}
+	}
+}
+
+// finishedMeanwhile returns the result of this node's completed work when
+// the job became done while the node joined a re-formed ring: rank 0 wrote
+// the result before the ring re-formed. The DONE event and the join's
+// rejection travel on different streams, so it waits for the event a while.
+func (n *runner) finishedMeanwhile() *Result {
+	if n.finished == nil {
+		return nil
+	}
+	select {
+	case <-n.done:
+		return n.finished
+	case <-time.After(doneEventWait):
+		return nil
 	}
 }
 
@@ -318,7 +376,11 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 		}
 		defer log.close()
 	}
-	loop := &stepLoop{runner: n, sampler: sampler, total: totalSteps, metrics: log, start: time.Now(), evalLoss: math.NaN()}
+	loop := &stepLoop{runner: n, sampler: sampler, total: totalSteps, metrics: log, start: time.Now(),
+		lastLoss: math.NaN(), evalLoss: math.NaN(), recovered: recovering}
+	if resumed != nil && resumed.Loss != nil {
+		loop.lastLoss = *resumed.Loss
+	}
 	if recovering && log != nil {
 		if err := loop.catchUp(startStep, skips); err != nil {
 			return nil, err
@@ -384,12 +446,15 @@ type stepLoop struct {
 	lastCheckpoint int
 	metrics        *metricsLog // rank 0 only
 	start          time.Time
-	lastLoss       float64
-	evalLoss       float64
+	// lastLoss is the loss of the last completed step, NaN before the first.
+	lastLoss float64
+	evalLoss float64
+	// recovered is set when the ring re-formed after a lost rank.
+	recovered bool
 }
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
-	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), Steps: startStep, EvalLoss: math.NaN()}
+	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), Steps: startStep, Loss: l.lastLoss, EvalLoss: math.NaN()}
 	if startStep == 0 && l.job.Eval.AtStart && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
 		line := MetricsLine{Step: 0, Time: time.Now().UTC().Format(time.RFC3339Nano)}
 		if err := l.evaluate(ctx, 0, &line); err != nil {
@@ -399,6 +464,14 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			if err := l.metrics.write(line); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if startStep == l.total && l.recovered && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
+		// The ring re-formed after the last step, and the final evaluation
+		// may have been lost with a rank, so it runs again for the summary.
+		var line MetricsLine
+		if err := l.evaluate(ctx, startStep, &line); err != nil {
+			return nil, err
 		}
 	}
 	l.lastCheckpoint = max(l.lastCheckpoint, startStep)
@@ -423,6 +496,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 
 		// From here on the weights are those after this step on every rank,
 		// because its all-reduce completed.
+		l.lastLoss = stats.Loss
 		after := l.snapshotAfter(step, stats)
 		l.completed = &after
 		decision, err := l.report(ctx, step, stats)
@@ -565,6 +639,7 @@ func (l *stepLoop) checkpoint(step, skips int) error {
 		Sampler:          l.sampler.State(),
 		DropoutStep:      l.model.DropoutStep(),
 		ConsecutiveSkips: skips,
+		Loss:             finiteOrNil(l.lastLoss),
 		Mode:             l.job.Mode,
 		WorldSize:        world(l),
 		ConfigHash:       l.in.Fingerprint.ConfigHash,
@@ -590,6 +665,7 @@ func (l *stepLoop) snapshot(step int) TrainerState {
 		Sampler:          l.sampler.State(),
 		DropoutStep:      l.model.DropoutStep(),
 		ConsecutiveSkips: l.stepper.ConsecutiveSkips(),
+		Loss:             finiteOrNil(l.lastLoss),
 		Mode:             l.job.Mode,
 		WorldSize:        world(l),
 		ConfigHash:       l.in.Fingerprint.ConfigHash,

@@ -193,6 +193,11 @@ type runner struct {
 	cancelGossip context.CancelFunc
 	// reforms receives the REFORM events of the Watch stream, newest last.
 	reforms chan *pb.JobEvent
+	// done is closed when the Watch stream carried the DONE event.
+	done chan struct{}
+	// finished is the result of a rank other than 0 that completed the
+	// last step, nil before.
+	finished *Result
 	// completed is the trainer state of the last step this node completed. The
 	// weights and optimizer state in memory belong to it. It is nil before the
 	// first step loop started.

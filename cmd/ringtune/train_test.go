@@ -757,14 +757,7 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			run := spec
 			run.output = filepath.Join(dir, fmt.Sprintf("killed-%d-%d", killedRank, tc.signal))
 			job := writeTrainJob(t, dir, run)
-			cmd := exec.Command(ringtuneBin, "train", "--config", job, "--set", "cluster.max_restarts=1")
-			cmd.Env = append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn")
-			stderr := &syncWriter{}
-			cmd.Stderr = stderr
-			require.NoError(t, cmd.Start())
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			stderr, done := startTrain(t, []string{"RINGTUNE_LOG_LEVEL=warn"}, "--config", job, "--set", "cluster.max_restarts=1")
 
 			// Kill the rank once the job has run a few steps.
 			waitMetricsLines(t, run.output, 5, 60*time.Second, func() string { return "stderr:\n" + stderr.String() })
@@ -810,6 +803,7 @@ func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
 	job := writeTrainJob(t, dir, trainJob{mode: "full", base: newTrainBase(t), train: writeTrainData(t, dir, 40), output: out, nodes: 2, micro: 2, accum: 1, steps: 6, checkpoint: 3})
 	runTrainCLI(t, job)
 	want := readTensors(t, filepath.Join(out, "model"))
+	wantSummary := readSummary(t, out)
 
 	// As if rank 0 was lost after the last step, before it wrote the result.
 	require.NoError(t, os.RemoveAll(filepath.Join(out, "model")))
@@ -817,7 +811,9 @@ func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
 	runTrainCLI(t, job, "--resume", out)
 
 	assertTensorsClose(t, want, readTensors(t, filepath.Join(out, "model")), 0)
-	assert.FileExists(t, filepath.Join(out, "summary.json"))
+	summary := readSummary(t, out)
+	require.NotNil(t, summary.Loss, "the loss of the last step comes from the checkpoint")
+	assert.Equal(t, *wantSummary.Loss, *summary.Loss)
 	assert.Len(t, readMetrics(t, out), 6, "the resumed run adds no steps")
 }
 
@@ -834,4 +830,89 @@ func waitMetricsLines(t *testing.T, output string, n int, timeout time.Duration,
 		require.False(t, time.Now().After(deadline), "the job did not reach step %d within %v; %s", n, timeout, logs())
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	base := newTrainBase(t)
+	trainPath := writeTrainData(t, dir, 40)
+	// A large eval split makes the final evaluation last long enough for the
+	// kill to land in it, after the last step and before the result.
+	evalDir := filepath.Join(dir, "eval")
+	require.NoError(t, os.MkdirAll(evalDir, 0o755))
+	evalPath := writeTrainData(t, evalDir, 6000)
+	const steps = 4
+	spec := trainJob{mode: "full", base: base, train: trainPath, nodes: 2, micro: 2, accum: 1, steps: steps, checkpoint: 2}
+	sets := []string{"--set", "data.eval_fraction=0", "--set", "data.eval=" + evalPath, "--set", "eval.every_steps=0"}
+
+	whole := spec
+	whole.output = filepath.Join(dir, "whole")
+	runTrainCLI(t, writeTrainJob(t, dir, whole), sets...)
+	want := readTensors(t, filepath.Join(whole.output, "model"))
+	wantSummary := readSummary(t, whole.output)
+
+	for _, killedRank := range []int{0, 1} {
+		t.Run(fmt.Sprintf("rank %d killed", killedRank), func(t *testing.T) {
+			run := spec
+			run.output = filepath.Join(dir, fmt.Sprintf("killed-%d", killedRank))
+			job := writeTrainJob(t, dir, run)
+			stderr, done := startTrain(t, nil, append([]string{"--config", job, "--set", "cluster.max_restarts=1"}, sets...)...)
+
+			// Kill the rank once the coordinator saw the last step.
+			coordLog := filepath.Join(run.output, "logs", "coordinator.log")
+			deadline := time.Now().Add(120 * time.Second)
+			for {
+				raw, _ := os.ReadFile(coordLog)
+				if bytes.Contains(raw, []byte("last step completed")) {
+					break
+				}
+				require.False(t, time.Now().After(deadline), "the job did not reach its last step; stderr:\n%s", stderr)
+				time.Sleep(2 * time.Millisecond)
+			}
+			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
+			require.NotZero(t, pid, "no process of rank %d", killedRank)
+			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+
+			select {
+			case err := <-done:
+				require.NoError(t, err, "train failed after rank %d was killed; stderr:\n%s", killedRank, stderr)
+			case <-time.After(120 * time.Second):
+				t.Fatalf("train did not finish within 120 s of the kill; stderr:\n%s", stderr)
+			}
+			raw, err := os.ReadFile(coordLog)
+			require.NoError(t, err)
+			require.Contains(t, string(raw), "before rank 0 wrote the result",
+				"the kill must land after the last step and before the result")
+
+			// The replacement took a survivor's state and ran the final
+			// evaluation again.
+			assertTensorsClose(t, want, readTensors(t, filepath.Join(run.output, "model")), 0)
+			got := readSummary(t, run.output)
+			require.NotNil(t, got.EvalLoss)
+			assert.Equal(t, *wantSummary.EvalLoss, *got.EvalLoss)
+			require.NotNil(t, got.Loss)
+			assert.Equal(t, *wantSummary.Loss, *got.Loss)
+			assert.Equal(t, steps, got.Steps)
+		})
+	}
+}
+
+
+// startTrain starts `ringtune train` with args and the extra environment
+// variables env. It returns the process's stderr and a channel that receives
+// its exit; the test's cleanup kills a process that still runs.
+func startTrain(t *testing.T, env []string, args ...string) (*syncWriter, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(ringtuneBin, append([]string{"train"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &syncWriter{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return stderr, done
 }
