@@ -900,7 +900,6 @@ func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
 	}
 }
 
-
 // startTrain starts `ringtune train` with args and the extra environment
 // variables env. It returns the process's stderr and a channel that receives
 // its exit; the test's cleanup kills a process that still runs.
