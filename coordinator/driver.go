@@ -56,11 +56,11 @@ type driverState struct {
 	gossipJoins sync.WaitGroup
 }
 
-// awaitingWatch reports whether a node accepted into the ring has neither
-// opened a Watch stream nor left.
-func (d *driverState) awaitingWatch() bool {
+// awaitingWatch reports whether a node accepted into the ring less than
+// watchTimeout before now has neither opened a Watch stream nor left.
+func (d *driverState) awaitingWatch(now time.Time, watchTimeout time.Duration) bool {
 	for _, node := range d.nodes {
-		if !node.acceptedAt.IsZero() && !node.watched && !node.left {
+		if !node.acceptedAt.IsZero() && !node.watched && !node.left && now.Sub(node.acceptedAt) < watchTimeout {
 			return true
 		}
 	}
@@ -122,7 +122,7 @@ func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 	var drainTimeout <-chan time.Time
 	for {
 		if s.d.finished {
-			if s.d.openWatchers == 0 && !s.d.awaitingWatch() {
+			if s.d.openWatchers == 0 && !s.d.awaitingWatch(time.Now(), s.cfg.WatchTimeout) {
 				return s.d.result
 			}
 			if drainTimeout == nil {
@@ -262,6 +262,12 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 	case stopReason != "":
 		s.finishStopped(stopReason)
 	}
+}
+
+// currentStep returns the step in progress, or the last step once every rank
+// completed it, for logs.
+func (s *Server) currentStep() int {
+	return min(s.d.coord.LastCompletedStep()+1, s.cfg.Job.TotalSteps)
 }
 
 // ringFormed reports whether rendezvous completed.
@@ -522,7 +528,7 @@ func (s *Server) handleStopRequest() {
 		return
 	}
 	s.log.Info("stop requested, the next step decision stops the job", "reason", reason,
-		"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1)
+		"generation", s.d.coord.Generation(), "step", s.currentStep())
 }
 
 // handleJoin applies a node's Join and registers ch for its acceptance.
@@ -707,7 +713,7 @@ func (s *Server) removeWatcher(w *watcher, cause error) {
 		return
 	}
 	s.log.Warn("Watch stream of a running node broke", "node", w.nodeID, "rank", node.rank,
-		"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1, "err", cause)
+		"generation", s.d.coord.Generation(), "step", s.currentStep(), "err", cause)
 	s.d.lossDetail = fmt.Sprintf(" (its Watch stream broke: %v)", cause)
 	s.step(Dead{NodeID: w.nodeID}, nil)
 	s.d.lossDetail = ""
@@ -754,6 +760,9 @@ func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 		return
 	}
 	if s.d.finished || node == nil {
+		if node != nil {
+			node.left = true
+		}
 		if nodeErr != "" {
 			s.log.Warn("node left with an error after the job ended", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
 		} else {
@@ -762,7 +771,7 @@ func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 		return
 	}
 	s.log.Info("node left", "node", nodeID, "rank", node.rank, "node_error", nodeErr, "restart", restart,
-		"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1)
+		"generation", s.d.coord.Generation(), "step", s.currentStep())
 	node.left = true
 	if nodeErr != "" {
 		s.d.lossDetail = ": node error: " + nodeErr
@@ -788,6 +797,13 @@ func (s *Server) dropWaitingNode(nodeID, cause string) {
 // handleMemberLost applies a gossip leave or death of the member named name.
 func (s *Server) handleMemberLost(name string, dead bool) {
 	node := s.d.nodes[name]
+	if s.d.finished && dead && node != nil && !node.left && s.cfg.OnRankLost != nil {
+		// A process that hangs after the job ended holds its Watch stream
+		// open and delays the shutdown; its launcher may end it.
+		s.log.Warn("node declared dead by gossip after the job ended", "node", name, "rank", node.rank)
+		s.cfg.OnRankLost(node.rank, name)
+		return
+	}
 	if s.d.finished || node == nil || (node.left && !dead) {
 		return
 	}
@@ -801,7 +817,7 @@ func (s *Server) handleMemberLost(name string, dead bool) {
 	}
 	if dead {
 		s.log.Warn("node declared dead by gossip", "node", name, "rank", node.rank,
-			"generation", s.d.coord.Generation(), "step", s.d.coord.LastCompletedStep()+1)
+			"generation", s.d.coord.Generation(), "step", s.currentStep())
 		s.step(Dead{NodeID: name}, nil)
 	} else {
 		s.log.Info("node left the gossip cluster", "node", name, "rank", node.rank, "generation", s.d.coord.Generation())

@@ -200,6 +200,54 @@ func TestServerLeaveWithErrorFailsJob(t *testing.T) {
 
 func TestServerGossipDeathFailsJob(t *testing.T) {
 	ts := startServer(t, serverJobConfig(2, 10), func(cfg *ServerConfig) { cfg.GossipAddr = "127.0.0.1:0" })
+	nodes, members := joinWithGossip(t, ts)
+	assert.Equal(t, ts.GossipAddr(), nodes[0].resp.GetGossipAddress())
+
+	require.NoError(t, members["b"].Shutdown())
+
+	var jobErr *JobError
+	require.ErrorAs(t, ts.wait(t), &jobErr)
+	assert.Equal(t, int(nodes[1].resp.GetRank()), jobErr.Rank)
+	assert.Contains(t, jobErr.Reason, `(node "b" at b:7000) was declared dead`)
+}
+
+func TestServerGossipDeathAfterDoneReportsRank(t *testing.T) {
+	lost := make(chan string, 2)
+	ts := startServer(t, serverJobConfig(2, 1), func(cfg *ServerConfig) {
+		cfg.GossipAddr = "127.0.0.1:0"
+		cfg.OnRankLost = func(_ int, nodeID string) { lost <- nodeID }
+	})
+	nodes, members := joinWithGossip(t, ts)
+	for _, node := range nodes {
+		watchCtx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		events, err := node.client.Watch(watchCtx, node.id)
+		require.NoError(t, err)
+		node.events, node.cancel = events, cancel
+	}
+	reportAll(t, nodes, 1)
+	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, nodes[1].nextEvent(t).GetKind())
+
+	// Node b hangs with its Watch stream open, and gossip declares it dead:
+	// its launcher hears of it and may end the process.
+	require.NoError(t, members["b"].Shutdown())
+
+	select {
+	case id := <-lost:
+		assert.Equal(t, "b", id)
+	case <-time.After(waitTimeout):
+		t.Fatal("no lost rank reported for the node that died after the job ended")
+	}
+	for _, node := range nodes {
+		node.finish(t)
+	}
+	require.NoError(t, ts.wait(t))
+}
+
+// joinWithGossip joins nodes "a" and "b", each with a gossip member on
+// 127.0.0.1, and waits until the coordinator's member joined theirs.
+func joinWithGossip(t *testing.T, ts *testServer) ([]*fakeNode, map[string]*membership.Membership) {
+	t.Helper()
 	require.NotEmpty(t, ts.GossipAddr())
 	members := make(map[string]*membership.Membership)
 	for _, id := range []string{"a", "b"} {
@@ -230,16 +278,9 @@ func TestServerGossipDeathFailsJob(t *testing.T) {
 	for range nodes {
 		require.NoError(t, <-joined)
 	}
-	assert.Equal(t, ts.GossipAddr(), nodes[0].resp.GetGossipAddress())
 	// The coordinator joins the nodes' members in the background.
 	require.Eventually(t, func() bool { return len(members["a"].Members()) == 3 }, waitTimeout, 20*time.Millisecond)
-
-	require.NoError(t, members["b"].Shutdown())
-
-	var jobErr *JobError
-	require.ErrorAs(t, ts.wait(t), &jobErr)
-	assert.Equal(t, int(nodes[1].resp.GetRank()), jobErr.Rank)
-	assert.Contains(t, jobErr.Reason, `(node "b" at b:7000) was declared dead`)
+	return nodes, members
 }
 
 func TestServerRequestStop(t *testing.T) {

@@ -377,7 +377,7 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 		defer log.close()
 	}
 	loop := &stepLoop{runner: n, sampler: sampler, total: totalSteps, metrics: log, start: time.Now(),
-		lastLoss: math.NaN(), evalLoss: math.NaN(), recovered: recovering}
+		lastLoss: math.NaN(), evalLoss: math.NaN()}
 	if resumed != nil && resumed.Loss != nil {
 		loop.lastLoss = *resumed.Loss
 	}
@@ -449,8 +449,6 @@ type stepLoop struct {
 	// lastLoss is the loss of the last completed step, NaN before the first.
 	lastLoss float64
 	evalLoss float64
-	// recovered is set when the ring re-formed after a lost rank.
-	recovered bool
 }
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
@@ -466,9 +464,10 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			}
 		}
 	}
-	if startStep == l.total && l.recovered && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
-		// The ring re-formed after the last step, and the final evaluation
-		// may have been lost with a rank, so it runs again for the summary.
+	if startStep == l.total && startStep > 0 && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
+		// A resume from the last step's checkpoint, or a ring re-formed after
+		// the last step: the final evaluation ran before, or was lost with a
+		// rank, so it runs again for the summary.
 		var line MetricsLine
 		if err := l.evaluate(ctx, startStep, &line); err != nil {
 			return nil, err

@@ -32,6 +32,10 @@ import (
 // takes a while for a large model on a slow disk.
 const finalOutputTimeout = 10 * time.Minute
 
+// nodeExitGrace is how long train waits, after the coordinator ended, for the
+// node processes to exit on their own.
+const nodeExitGrace = 10 * time.Second
+
 // childStopGrace is how long train waits for node processes to exit after
 // SIGTERM before it kills them.
 const childStopGrace = 10 * time.Second
@@ -404,7 +408,8 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 			if running > 0 && !stopping {
 				stopping = true
 				go func() {
-					time.Sleep(30 * time.Second)
+					time.Sleep(nodeExitGrace)
+					slog.Warn("node processes still run after the coordinator ended, stopping them", "ranks", runningRanks(nodes))
 					stopNodes(nodes)
 				}()
 			}
@@ -457,6 +462,19 @@ func waitJob(ctx context.Context, server *coordinator.Server, serverDone <-chan 
 	return serverErr, nodeErrors(nodes)
 }
 
+// runningRanks returns the ranks of the node processes that still run.
+func runningRanks(nodes []*localNode) []int {
+	var ranks []int
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+		default:
+			ranks = append(ranks, n.rank)
+		}
+	}
+	return ranks
+}
+
 func nodeErrors(nodes []*localNode) []error {
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
@@ -494,10 +512,12 @@ func firstJobError(ctx context.Context, serverErr error, nodeErrs []error, nodes
 	}
 	// Once the coordinator saw the job done, only rank 0 has work left (the
 	// final model and summary), so another rank that fails then, killed or
-	// stopped for example, changes nothing.
+	// stopped for example, changes nothing. With restarts allowed, the job is
+	// done only after rank 0 wrote the result, so rank 0's own failure after
+	// that changes nothing either.
 	if serverErr == nil && ctx.Err() == nil {
 		for i, err := range nodeErrs {
-			if err != nil && nodes[i].rank != 0 {
+			if err != nil && (nodes[i].rank != 0 || nodes[i].launcher.job.Cluster.MaxRestarts > 0) {
 				slog.Warn("a node failed after the last step, which leaves the result intact", "rank", nodes[i].rank, "err", err)
 				nodeErrs[i] = nil
 			}

@@ -188,7 +188,10 @@ func printTrainSummary(c *cli.Context, job *jobconfig.Config, startStep int, wal
 		return enc.Encode(s)
 	}
 	steps := fmt.Sprintf("%d steps", s.Steps)
-	if startStep > 0 {
+	switch {
+	case startStep > 0 && startStep >= s.Steps:
+		steps = fmt.Sprintf("no step after step %d", startStep)
+	case startStep > 0:
 		steps = fmt.Sprintf("steps %d to %d", startStep+1, s.Steps)
 	}
 	fmt.Fprintf(w, "job %s: %s mode, %s, %s in %s\n", s.JobID, s.Mode, plural(s.WorldSize, "node"), steps, wall.Round(time.Second))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -27,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ringtune/ringtune/checkpoint"
+	"github.com/ringtune/ringtune/jobconfig"
 	"github.com/ringtune/ringtune/kernels/device"
 	"github.com/ringtune/ringtune/model"
 	"github.com/ringtune/ringtune/node"
@@ -808,12 +810,15 @@ func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
 	// As if rank 0 was lost after the last step, before it wrote the result.
 	require.NoError(t, os.RemoveAll(filepath.Join(out, "model")))
 	require.NoError(t, os.Remove(filepath.Join(out, "summary.json")))
-	runTrainCLI(t, job, "--resume", out)
+	stdout := runTrainCLI(t, job, "--resume", out)
 
+	assert.Contains(t, stdout, "no step after step 6")
 	assertTensorsClose(t, want, readTensors(t, filepath.Join(out, "model")), 0)
 	summary := readSummary(t, out)
 	require.NotNil(t, summary.Loss, "the loss of the last step comes from the checkpoint")
 	assert.Equal(t, *wantSummary.Loss, *summary.Loss)
+	require.NotNil(t, summary.EvalLoss, "the final evaluation runs again")
+	assert.Equal(t, *wantSummary.EvalLoss, *summary.EvalLoss)
 	assert.Len(t, readMetrics(t, out), 6, "the resumed run adds no steps")
 }
 
@@ -914,4 +919,40 @@ func startTrain(t *testing.T, env []string, args ...string) (*syncWriter, <-chan
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	return stderr, done
+}
+
+func TestFirstJobErrorAfterDone(t *testing.T) {
+	failed := errors.New("signal: killed")
+	for _, tc := range []struct {
+		name        string
+		maxRestarts int
+		rank        int
+		serverErr   error
+		wantErr     bool
+	}{
+		// Without restarts the job is done before rank 0 writes the result.
+		{"rank 0 without restarts", 0, 0, nil, true},
+		{"rank 0 with restarts", 1, 0, nil, false},
+		{"rank 1 without restarts", 0, 1, nil, false},
+		{"failed job", 1, 1, errors.New("rank 1 failed"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			launcher := &nodeLauncher{job: &jobconfig.Config{}}
+			launcher.job.Cluster.MaxRestarts = tc.maxRestarts
+			nodes := []*localNode{
+				{rank: 0, launcher: launcher, log: filepath.Join(t.TempDir(), "node-0.log")},
+				{rank: 1, launcher: launcher, log: filepath.Join(t.TempDir(), "node-1.log")},
+			}
+			nodeErrs := make([]error, 2)
+			nodeErrs[tc.rank] = failed
+
+			err := firstJobError(context.Background(), tc.serverErr, nodeErrs, nodes)
+
+			if tc.wantErr {
+				assert.Error(t, err)
+			} else {
+				assert.NoError(t, err)
+			}
+		})
+	}
 }
