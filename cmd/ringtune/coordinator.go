@@ -77,6 +77,9 @@ func runCoordinator(c *cli.Context) error {
 		return err
 	}
 	slog.Info("coordinator listening", "job", job.JobID, "addr", server.Addr(), "nodes", cfg.WorldSize, "steps", cfg.TotalSteps)
+	if metricsLis != nil {
+		slog.Info("serving metrics", "addr", metricsLis.Addr().String())
+	}
 	err = server.Run(c.Context)
 	if err != nil && c.Context.Err() != nil {
 		return fmt.Errorf("stopped: %v", context.Cause(c.Context))

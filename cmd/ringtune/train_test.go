@@ -524,6 +524,8 @@ func listCheckpointSteps(output string) ([]int, error) {
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
+// Another process may take the port before the test binds it, so it serves
+// only addresses that no test binds.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -531,6 +533,28 @@ func freeAddr(t *testing.T) string {
 	addr := lis.Addr().String()
 	require.NoError(t, lis.Close())
 	return addr
+}
+
+// logAddr waits until a process's stderr has a log line with message msg
+// and returns the line's addr field. Processes listen on port 0 and log
+// the address they got, which no other process can take meanwhile.
+func logAddr(t *testing.T, stderr *syncWriter, msg string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		for line := range strings.Lines(stderr.String()) {
+			if !strings.Contains(line, `msg="`+msg+`"`) {
+				continue
+			}
+			for field := range strings.FieldsSeq(line) {
+				if addr, ok := strings.CutPrefix(field, "addr="); ok {
+					return addr
+				}
+			}
+		}
+		require.False(t, time.Now().After(deadline), "no %q line with an address within 60 s; stderr:\n%s", msg, stderr)
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestKilledNodeFailsJob(t *testing.T) {
@@ -542,7 +566,6 @@ func TestKilledNodeFailsJob(t *testing.T) {
 	trainPath := writeTrainData(t, dir, 80)
 	out := filepath.Join(dir, "out")
 	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: trainPath, output: out, nodes: 3, micro: 1, accum: 1, steps: 100000})
-	coordAddr := freeAddr(t)
 
 	env := append(os.Environ(), "RINGTUNE_LOG_LEVEL=info", "RINGTUNE_JOB_TOKEN=killed-node-test", "GOMAXPROCS=1")
 	type proc struct {
@@ -560,19 +583,28 @@ func TestKilledNodeFailsJob(t *testing.T) {
 		t.Cleanup(func() { _ = p.cmd.Process.Kill() })
 		return p
 	}
-	coordMetrics, nodeMetrics, nodeHealth := freeAddr(t), freeAddr(t), freeAddr(t)
-	coord := start("coordinator", "coordinator", "--config", job, "--listen", coordAddr, "--gossip-addr", "127.0.0.1:0", "--metrics-addr", coordMetrics)
+	coord := start("coordinator", "coordinator", "--config", job, "--listen", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
+	coordAddr := logAddr(t, coord.stderr, "coordinator listening")
+	coordMetrics := logAddr(t, coord.stderr, "serving metrics")
 	var nodes []*proc
 	for rank := range 3 {
 		args := []string{"node", "--config", job, "--coordinator", coordAddr, "--rank", fmt.Sprint(rank), "--gossip-addr", "127.0.0.1:0"}
 		if rank == 0 {
-			args = append(args, "--metrics-addr", nodeMetrics, "--health-addr", nodeHealth)
+			args = append(args, "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0")
 		}
 		nodes = append(nodes, start(fmt.Sprintf("rank %d", rank), args...))
 	}
+	nodeMetrics := logAddr(t, nodes[0].stderr, "serving metrics")
+	nodeHealth := logAddr(t, nodes[0].stderr, "serving gRPC health")
 
 	// Wait until the job runs, then kill rank 1.
-	waitMetricsLines(t, out, 3, 60*time.Second, func() string { return "coordinator stderr:\n" + coord.stderr.String() })
+	waitMetricsLines(t, out, 3, 60*time.Second, func() string {
+		text := "coordinator stderr:\n" + coord.stderr.String()
+		for _, p := range nodes {
+			text += "\n" + p.name + " stderr:\n" + p.stderr.String()
+		}
+		return text
+	})
 
 	// While the job runs, the coordinator and the nodes serve metrics and health.
 	assert.Contains(t, httpGet(t, "http://"+coordMetrics+"/metrics"), "ringtune_coordinator_")
@@ -687,24 +719,27 @@ func TestCoordinatorSIGTERMStopsNodes(t *testing.T) {
 	base := newTrainBase(t)
 	out := filepath.Join(dir, "out")
 	job := writeTrainJob(t, dir, trainJob{mode: "full", base: base, train: writeTrainData(t, dir, 80), output: out, nodes: 2, micro: 1, accum: 1, steps: 100000, checkpoint: 100000})
-	coordAddr := freeAddr(t)
-	env := append(os.Environ(), "RINGTUNE_LOG_LEVEL=warn", "RINGTUNE_JOB_TOKEN=sigterm-test", "GOMAXPROCS=1")
+	env := append(os.Environ(), "RINGTUNE_JOB_TOKEN=sigterm-test", "GOMAXPROCS=1")
 
 	var procs []*exec.Cmd
 	var done []chan error
-	start := func(args ...string) {
+	start := func(logLevel string, args ...string) *syncWriter {
 		cmd := exec.Command(ringtuneBin, args...)
-		cmd.Env = env
+		cmd.Env = append(env, "RINGTUNE_LOG_LEVEL="+logLevel)
+		stderr := &syncWriter{}
+		cmd.Stderr = stderr
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		ch := make(chan error, 1)
 		go func() { ch <- cmd.Wait() }()
 		procs, done = append(procs, cmd), append(done, ch)
+		return stderr
 	}
 	// No periodic evaluation: a signal during one leaves no checkpoint of its step.
-	start("coordinator", "--config", job, "--eval-every-steps", "0", "--listen", coordAddr, "--gossip-addr", "", "--metrics-addr", "")
+	coordStderr := start("info", "coordinator", "--config", job, "--eval-every-steps", "0", "--listen", "127.0.0.1:0", "--gossip-addr", "", "--metrics-addr", "")
+	coordAddr := logAddr(t, coordStderr, "coordinator listening")
 	for rank := range 2 {
-		start("node", "--config", job, "--eval-every-steps", "0", "--coordinator", coordAddr, "--rank", fmt.Sprint(rank))
+		start("warn", "node", "--config", job, "--eval-every-steps", "0", "--coordinator", coordAddr, "--rank", fmt.Sprint(rank))
 	}
 
 	waitMetricsLines(t, out, 3, 60*time.Second, func() string { return "" })
