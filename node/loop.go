@@ -381,37 +381,66 @@ func (n *runner) train(ctx context.Context) (*Result, error) {
 	if resumed != nil && resumed.Loss != nil {
 		loop.lastLoss = *resumed.Loss
 	}
-	if recovering && log != nil {
-		if err := loop.catchUp(startStep, skips); err != nil {
+	if recovering || (startStep > 0 && startStep == totalSteps) {
+		if err := loop.catchUp(ctx, startStep, skips, recovering); err != nil {
 			return nil, err
 		}
 	}
 	return loop.run(ctx, startStep)
 }
 
-// catchUp runs on rank 0 after a re-formed ring, before the first step. The
-// elapsed time goes on from the last line of metrics.jsonl, and a checkpoint
-// that was due at the start step but lost with a rank is written now.
-func (l *stepLoop) catchUp(startStep, skips int) error {
-	l.start = time.Now().Add(-l.metrics.lastElapsed)
+// catchUp runs on every rank before the first step of a ring re-formed after
+// a lost rank, or of a run that starts at its last step. The lost rank may
+// have taken the start step's evaluation, metrics line and checkpoint with
+// it, so the evaluation runs again where one was due, and rank 0 writes the
+// line and the checkpoint where they are missing. The line carries the loss
+// and the evaluation only: the step's other statistics went with the failed
+// generation. On rank 0, the elapsed time goes on from the last line.
+func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering bool) error {
+	if recovering && l.metrics != nil {
+		l.start = time.Now().Add(-l.metrics.lastElapsed)
+	}
+	line := MetricsLine{Step: startStep, Epoch: l.sampler.Epoch(), Loss: finiteOrNil(l.lastLoss), Recovered: true}
+	if steps := l.opt.StepCount(); steps > 0 {
+		line.LR = l.job.LRSchedule(l.total).LR(steps)
+	}
+	hasEval := l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0
+	every := l.job.Eval.EverySteps
+	if hasEval && (startStep == l.total || (recovering && every > 0 && startStep%every == 0)) {
+		if err := l.evaluate(ctx, startStep, &line); err != nil {
+			return err
+		}
+	}
+	if !recovering || l.metrics == nil {
+		return nil
+	}
+
+	interval := l.job.Checkpoint.EverySteps
+	checkpointDue := interval > 0 && (startStep%interval == 0 || startStep == l.total)
+	if checkpointDue {
+		if _, err := os.Stat(CheckpointPath(l.job.Output, startStep)); err == nil {
+			checkpointDue = false
+		}
+	}
 	if l.metrics.lastStep < startStep {
-		// NOTE: the step's line (with its evaluation) is lost: its stats and
-		// the coordinator's summary went with the failed generation.
-		l.log.Warn("metrics.jsonl has no line for the step the ring re-formed at: a rank was lost before the line was written",
+		l.log.Warn("metrics.jsonl has no line for the step the ring re-formed at, writing one with its loss and evaluation only",
 			"step", startStep, "last_line_step", l.metrics.lastStep)
+		if checkpointDue {
+			line.Checkpoint = CheckpointPath(l.job.Output, startStep)
+		}
+		line.ElapsedSeconds = time.Since(l.start).Seconds()
+		line.Time = time.Now().UTC().Format(time.RFC3339Nano)
+		if err := l.metrics.write(line); err != nil {
+			return err
+		}
 	}
-	every := l.job.Checkpoint.EverySteps
-	if startStep == 0 || every <= 0 || startStep%every != 0 {
-		return nil
+	if checkpointDue {
+		l.log.Warn("writing the checkpoint that was due at the step the ring re-formed at", "step", startStep)
+		if err := l.checkpoint(startStep, skips); err != nil {
+			return fmt.Errorf("step %d: checkpoint: %w", startStep, err)
+		}
+		l.lastCheckpoint = startStep
 	}
-	if _, err := os.Stat(CheckpointPath(l.job.Output, startStep)); err == nil {
-		return nil
-	}
-	l.log.Warn("writing the checkpoint that was due at the step the ring re-formed at", "step", startStep)
-	if err := l.checkpoint(startStep, skips); err != nil {
-		return fmt.Errorf("step %d: checkpoint: %w", startStep, err)
-	}
-	l.lastCheckpoint = startStep
 	return nil
 }
 
@@ -462,15 +491,6 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			if err := l.metrics.write(line); err != nil {
 				return nil, err
 			}
-		}
-	}
-	if startStep == l.total && startStep > 0 && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
-		// A resume from the last step's checkpoint, or a ring re-formed after
-		// the last step: the final evaluation ran before, or was lost with a
-		// rank, so it runs again for the summary.
-		var line MetricsLine
-		if err := l.evaluate(ctx, startStep, &line); err != nil {
-			return nil, err
 		}
 	}
 	l.lastCheckpoint = max(l.lastCheckpoint, startStep)

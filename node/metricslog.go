@@ -50,6 +50,10 @@ type MetricsLine struct {
 	EvalTokens     int      `json:"eval_target_tokens,omitempty"`
 	// Checkpoint is the folder written after this step, if any.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Recovered is set on a line written after a lost rank took the step's
+	// own line with it. Such a line has the loss, learning rate and evaluation
+	// only, with zero token counts and times.
+	Recovered bool `json:"recovered,omitempty"`
 	Time       string `json:"time"`
 }
 

@@ -936,6 +936,20 @@ func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
 			require.NotNil(t, got.Loss)
 			assert.Equal(t, *wantSummary.Loss, *got.Loss)
 			assert.Equal(t, steps, got.Steps)
+
+			// The kill took the last step's line with it, so the re-formed ring
+			// wrote it again with the loss and the evaluation.
+			lines := readMetrics(t, run.output)
+			require.Len(t, lines, steps)
+			last := lines[steps-1]
+			assert.Equal(t, steps, last.Step)
+			assert.True(t, last.Recovered)
+			require.NotNil(t, last.EvalLoss)
+			assert.Equal(t, *wantSummary.EvalLoss, *last.EvalLoss)
+			require.NotNil(t, last.Loss)
+			assert.Equal(t, *wantSummary.Loss, *last.Loss)
+			assert.Equal(t, filepath.Join(run.output, "checkpoints", fmt.Sprintf("step-%08d", steps)), last.Checkpoint)
+			assert.DirExists(t, last.Checkpoint)
 		})
 	}
 }
