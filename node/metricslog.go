@@ -53,8 +53,8 @@ type MetricsLine struct {
 	// Recovered is set on a line written after a lost rank took the step's
 	// own line with it. Such a line has the loss, learning rate and evaluation
 	// only, with zero token counts and times.
-	Recovered bool `json:"recovered,omitempty"`
-	Time       string `json:"time"`
+	Recovered bool   `json:"recovered,omitempty"`
+	Time      string `json:"time"`
 }
 
 func finiteOrNil(x float64) *float64 {
