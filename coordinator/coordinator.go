@@ -233,8 +233,7 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]A
 // the result is written, so the job is done. A lost rank re-forms the ring,
 // because rank 0 may still need the others for the final evaluation and a
 // replacement of rank 0 takes a survivor's state to write the result. Past
-// max_restarts, only rank 0's loss fails the job: rank 0 may finish without
-// the others.
+// max_restarts, a lost rank fails the job, as during a step.
 func (c *Coordinator) lostAfterLastStep(m *member, cause string, kind lossKind) []Action {
 	reason := fmt.Sprintf("rank %d (node %q at %s) %s after the last step (%d), before rank 0 wrote the result",
 		m.rank, m.join.NodeID, m.join.Address, cause, c.cfg.TotalSteps)
@@ -246,9 +245,6 @@ func (c *Coordinator) lostAfterLastStep(m *member, cause string, kind lossKind) 
 		return nil
 	case kind == lossFailed:
 		return c.becomeFailed(m.rank, reason)
-	case m.rank != 0 && c.restarts >= c.cfg.MaxRestarts && c.phase == PhaseFinishing:
-		c.removeMember(m.join.NodeID)
-		return nil
 	}
 	return c.recover(m, reason)
 }

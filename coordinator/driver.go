@@ -56,6 +56,20 @@ type driverState struct {
 	gossipJoins sync.WaitGroup
 }
 
+// holdingWatchers counts the open Watch streams of nodes that have not left.
+// Once the job ended, the streams of nodes that left do not hold up the
+// shutdown: such a node closes its stream right after its Leave call, unless
+// it hangs.
+func (d *driverState) holdingWatchers() int {
+	n := 0
+	for nodeID, streams := range d.watchers {
+		if node := d.nodes[nodeID]; node == nil || !node.left {
+			n += len(streams)
+		}
+	}
+	return n
+}
+
 // awaitingWatch reports whether a node accepted into the ring less than
 // watchTimeout before now has neither opened a Watch stream nor left.
 func (d *driverState) awaitingWatch(now time.Time, watchTimeout time.Duration) bool {
@@ -122,7 +136,7 @@ func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 	var drainTimeout <-chan time.Time
 	for {
 		if s.d.finished {
-			if s.d.openWatchers == 0 && !s.d.awaitingWatch(time.Now(), s.cfg.WatchTimeout) {
+			if s.d.holdingWatchers() == 0 && !s.d.awaitingWatch(time.Now(), s.cfg.WatchTimeout) {
 				return s.d.result
 			}
 			if drainTimeout == nil {
@@ -797,11 +811,15 @@ func (s *Server) dropWaitingNode(nodeID, cause string) {
 // handleMemberLost applies a gossip leave or death of the member named name.
 func (s *Server) handleMemberLost(name string, dead bool) {
 	node := s.d.nodes[name]
-	if s.d.finished && dead && node != nil && !node.left && s.cfg.OnRankLost != nil {
-		// A process that hangs after the job ended holds its Watch stream
-		// open and delays the shutdown; its launcher may end it.
-		s.log.Warn("node declared dead by gossip after the job ended", "node", name, "rank", node.rank)
-		s.cfg.OnRankLost(node.rank, name)
+	if s.d.finished && node != nil && !node.left {
+		// The node's Watch stream no longer holds up the shutdown. A process
+		// that hangs after the job ended holds it open, and its launcher may
+		// end it.
+		node.left = true
+		if dead && s.cfg.OnRankLost != nil {
+			s.log.Warn("node declared dead by gossip after the job ended", "node", name, "rank", node.rank)
+			s.cfg.OnRankLost(node.rank, name)
+		}
 		return
 	}
 	if s.d.finished || node == nil || (node.left && !dead) {

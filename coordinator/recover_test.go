@@ -307,14 +307,17 @@ func TestLossAfterLastStepPastRestartLimit(t *testing.T) {
 	completeSteps(t, c, 2, 1, 1)
 	require.Equal(t, PhaseFinishing, c.Phase())
 
-	assert.Empty(t, mustStep(t, c, Dead{NodeID: "n1"}), "rank 0 may write the result without rank 1")
-	assert.Equal(t, PhaseFinishing, c.Phase())
-	actions := mustStep(t, c, Dead{NodeID: "n0"})
+	// Rank 0 may still need rank 1 for the final evaluation, so the job
+	// fails at once rather than leave rank 0 waiting.
+	actions := mustStep(t, c, Dead{NodeID: "n1"})
+
 	require.Len(t, actions, 1)
 	failed, ok := actions[0].(FailJob)
 	require.True(t, ok, "action %T", actions[0])
-	assert.Equal(t, 0, failed.Rank)
+	assert.Equal(t, 1, failed.Rank)
+	assert.Contains(t, failed.Reason, "after the last step (1)")
 	assert.Contains(t, failed.Reason, "max_restarts (1)")
+	assert.Equal(t, PhaseFailed, c.Phase())
 }
 
 func TestFailedLeaveAfterLastStepFailsJob(t *testing.T) {

@@ -808,3 +808,20 @@ func TestServerStopsWhenAcceptedNodeNeverWatches(t *testing.T) {
 	// The wait for the node's stream is bounded by the shutdown timeout.
 	require.NoError(t, ts.wait(t))
 }
+
+func TestServerShutdownSkipsStreamsOfLeftNodes(t *testing.T) {
+	// A shutdown timeout past the test's wait: the server must not wait for
+	// the streams of nodes that left.
+	ts := startServer(t, serverJobConfig(2, 1), func(cfg *ServerConfig) { cfg.ShutdownTimeout = time.Minute })
+	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
+	joinAll(t, nodes, []int{0, 1})
+	reportAll(t, nodes, 1)
+
+	// Both nodes leave, and b hangs with its Watch stream still open.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, nodes[1].client.Leave(ctx, "b", nil, false))
+	nodes[0].finish(t)
+
+	require.NoError(t, ts.wait(t))
+}

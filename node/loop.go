@@ -200,6 +200,9 @@ func (n *runner) awaitVerdict(parent context.Context, failed <-chan *JobError, e
 			if ev.Generation > n.joined.Generation {
 				return &reformSignal{event: ev}, err
 			}
+		case <-n.done:
+			// The job ended already, so no verdict follows.
+			return nil, err
 		case <-parent.Done():
 			return nil, err
 		case <-timer.C:

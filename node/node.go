@@ -322,6 +322,13 @@ func (n *runner) join(ctx context.Context) error {
 	return nil
 }
 
+// leaveTimeout bounds the Leave call of a node that failed or was stopped,
+// and finalLeaveTimeout that of a node whose work is done.
+const (
+	leaveTimeout      = 5 * time.Second
+	finalLeaveTimeout = 30 * time.Second
+)
+
 // gossipJoinTimeout bounds the retries of the membership join.
 const gossipJoinTimeout = 2 * time.Minute
 
@@ -332,10 +339,16 @@ func (n *runner) leave(runErr error, restart bool) {
 	if n.client == nil || n.joined == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// A clean leave reports that this node's work, rank 0's result included,
+	// is done, so it waits longer for a coordinator that stalls.
+	timeout := leaveTimeout
+	if runErr == nil {
+		timeout = finalLeaveTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := n.client.Leave(ctx, n.cfg.NodeID, runErr, restart && runErr != nil); err != nil {
-		n.log.Debug("leave failed", "err", err)
+		n.log.Warn("telling the coordinator that this node leaves failed", "err", err, "rank", n.rank)
 	}
 	if n.members != nil {
 		if err := n.members.Leave(2 * time.Second); err != nil {

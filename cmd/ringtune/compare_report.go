@@ -119,11 +119,14 @@ func (f *runFiles) stepLines() []node.MetricsLine {
 	return steps
 }
 
-// medianOf returns the median of value over the step lines.
+// medianOf returns the median of value over the step lines, leaving out the
+// lines written again after a lost rank, which have no statistics of their own.
 func (f *runFiles) medianOf(value func(node.MetricsLine) float64) (*measuredValue, bool) {
 	var values []float64
 	for _, line := range f.stepLines() {
-		values = append(values, value(line))
+		if !line.Recovered {
+			values = append(values, value(line))
+		}
 	}
 	if len(values) == 0 {
 		return nil, false

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ringtune/ringtune/jobconfig"
 	"github.com/ringtune/ringtune/model"
+	"github.com/ringtune/ringtune/node"
 )
 
 // fullParams counts every value of a Qwen3 model with tied embeddings: the
@@ -227,4 +228,18 @@ func TestCompareRejectsRandomInitConfig(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, stderr, "compare needs a pretrained base, but model.init is random")
 	assert.NoDirExists(t, out)
+}
+
+func TestCompareMedianSkipsRecoveredLines(t *testing.T) {
+	f := &runFiles{metricsPath: "metrics.jsonl", lines: []node.MetricsLine{
+		{Step: 0},
+		{Step: 1, StepSeconds: 2},
+		{Step: 2, StepSeconds: 4},
+		{Step: 3, Recovered: true},
+	}}
+
+	got, ok := f.medianOf(func(l node.MetricsLine) float64 { return l.StepSeconds })
+
+	require.True(t, ok)
+	assert.Equal(t, 3.0, got.Value, "a recovered line has no step time of its own")
 }

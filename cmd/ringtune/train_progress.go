@@ -163,6 +163,8 @@ type trainSummary struct {
 	BytesPerNodeStep   float64  `json:"bytes_sent_per_node_per_step"`
 	WallSeconds        float64  `json:"wall_s"`
 	Metrics            string   `json:"metrics"`
+	// measuredSteps counts the lines the two figures above come from.
+	measuredSteps int
 }
 
 // printTrainSummary prints the summary of a run that started after startStep.
@@ -202,8 +204,13 @@ func printTrainSummary(c *cli.Context, job *jobconfig.Config, startStep int, wal
 		fmt.Fprintf(w, ", %.4f before training", *s.EvalLossAtStart)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  tokens/s              %.0f (median over steps)\n", s.MedianTokensPerSec)
-	fmt.Fprintf(w, "  sent per node, step   %.2f MB (gradients: %.2f MB fp32)\n", s.BytesPerNodeStep/1e6, float64(s.GradientBytes)/1e6)
+	if s.measuredSteps > 0 {
+		fmt.Fprintf(w, "  tokens/s              %.0f (median over steps)\n", s.MedianTokensPerSec)
+		fmt.Fprintf(w, "  sent per node, step   %.2f MB (gradients: %.2f MB fp32)\n", s.BytesPerNodeStep/1e6, float64(s.GradientBytes)/1e6)
+	} else {
+		fmt.Fprintf(w, "  tokens/s              n/a (no step in metrics.jsonl)\n")
+		fmt.Fprintf(w, "  sent per node, step   n/a (gradients: %.2f MB fp32)\n", float64(s.GradientBytes)/1e6)
+	}
 	fmt.Fprintf(w, "  output                %s (%.1f MB)\n", s.Output, float64(s.OutputBytes)/1e6)
 	fmt.Fprintf(w, "  metrics               %s\n", s.Metrics)
 	return nil
@@ -237,6 +244,9 @@ func addMetricStats(s *trainSummary) error {
 			s.EvalLossAtStart = line.EvalLoss // the evaluation before training
 			continue
 		}
+		if line.Recovered {
+			continue // no throughput of its own
+		}
 		rates = append(rates, line.TokensPerSecond)
 		bytes += float64(line.BytesSentPerNode)
 	}
@@ -246,6 +256,7 @@ func addMetricStats(s *trainSummary) error {
 	if len(rates) > 0 {
 		s.MedianTokensPerSec = median(rates)
 		s.BytesPerNodeStep = bytes / float64(len(rates))
+		s.measuredSteps = len(rates)
 	}
 	return nil
 }

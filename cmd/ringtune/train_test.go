@@ -1005,3 +1005,18 @@ func TestFirstJobErrorAfterDone(t *testing.T) {
 		})
 	}
 }
+
+func TestMetricStatsSkipRecoveredLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), node.MetricsFile)
+	lines := `{"step":1,"tokens_per_s":100,"bytes_sent_per_node":1000}
+{"step":2,"tokens_per_s":300,"bytes_sent_per_node":3000}
+{"step":3,"tokens_per_s":0,"bytes_sent_per_node":0,"recovered":true}
+`
+	require.NoError(t, os.WriteFile(path, []byte(lines), 0o644))
+	s := trainSummary{Metrics: path}
+
+	require.NoError(t, addMetricStats(&s))
+
+	assert.Equal(t, 200.0, s.MedianTokensPerSec, "a recovered line has no throughput of its own")
+	assert.Equal(t, 2000.0, s.BytesPerNodeStep)
+}
