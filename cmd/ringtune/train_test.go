@@ -926,6 +926,11 @@ func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
 			require.NoError(t, err)
 			require.Contains(t, string(raw), "before rank 0 wrote the result",
 				"the kill must land after the last step and before the result")
+			for line := range strings.Lines(string(raw)) {
+				if strings.Contains(line, "recovered from the lost rank") {
+					t.Log(strings.TrimSpace(line))
+				}
+			}
 
 			// The replacement took a survivor's state and ran the final
 			// evaluation again.
