@@ -21,7 +21,10 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 // parseLogLine splits a memberlist log line into its level and message. A line
-// without a known tag is logged at Info.
+// without a known tag is logged at Info. An error on a closed connection comes
+// from the member's own shutdown, when memberlist's goroutines still send on
+// sockets that Shutdown closed, so it is logged at Debug; a peer that does not
+// answer a probe is the failure detector's business, logged at Warn.
 func parseLogLine(line string) (slog.Level, string) {
 	tags := []struct {
 		tag   string
@@ -37,7 +40,15 @@ func parseLogLine(line string) (slog.Level, string) {
 		if rest, ok := strings.CutPrefix(line, t.tag); ok {
 			message := strings.TrimSpace(rest)
 			message = strings.TrimPrefix(message, "memberlist: ")
-			return t.level, message
+			level := t.level
+			switch {
+			case level < slog.LevelWarn:
+			case strings.Contains(message, "use of closed network connection"):
+				level = slog.LevelDebug
+			case strings.HasPrefix(message, "Failed fallback TCP ping"):
+				level = slog.LevelWarn
+			}
+			return level, message
 		}
 	}
 	return slog.LevelInfo, line

@@ -232,6 +232,9 @@ func TestParseLogLine(t *testing.T) {
 		{"[WARN] memberlist: Got ping for unexpected node", slog.LevelWarn, "Got ping for unexpected node"},
 		{"[ERR] memberlist: Failed to decrypt", slog.LevelError, "Failed to decrypt"},
 		{"[INFO] memberlist: Marking b as failed", slog.LevelInfo, "Marking b as failed"},
+		{"[ERR] memberlist: Failed to send ack: write udp 127.0.0.1:1->127.0.0.1:2: use of closed network connection from=127.0.0.1:2", slog.LevelDebug,
+			"Failed to send ack: write udp 127.0.0.1:1->127.0.0.1:2: use of closed network connection from=127.0.0.1:2"},
+		{"[ERR] memberlist: Failed fallback TCP ping: timeout 1s: read tcp: i/o timeout", slog.LevelWarn, "Failed fallback TCP ping: timeout 1s: read tcp: i/o timeout"},
 		{"untagged", slog.LevelInfo, "untagged"},
 	}
 	for _, tt := range tests {
