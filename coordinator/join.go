@@ -58,7 +58,8 @@ func (c *Coordinator) handleRepeatedJoin(existing *member, join Join) []Action {
 func (c *Coordinator) checkJoin(join Join) string {
 	switch c.phase {
 	case PhaseRunning:
-		return fmt.Sprintf("job %q is already running with all %d ranks assigned", c.cfg.JobID, c.cfg.WorldSize)
+		return fmt.Sprintf("job %q is already running with all %d ranks assigned; to replace a lost node, start the replacement again once the coordinator has declared that node lost",
+			c.cfg.JobID, c.cfg.WorldSize)
 	case PhaseFinishing:
 		return fmt.Sprintf("job %q completed its last step and waits for rank 0 to write the result", c.cfg.JobID)
 	case PhaseDone:

@@ -173,7 +173,7 @@ func TestJoinAfterStart(t *testing.T) {
 		finish     func(*testing.T, *Coordinator)
 		wantReason string
 	}{
-		{"running", func(*testing.T, *Coordinator) {}, `job "job-1" is already running with all 2 ranks assigned`},
+		{"running", func(*testing.T, *Coordinator) {}, `job "job-1" is already running with all 2 ranks assigned; to replace a lost node, start the replacement again once the coordinator has declared that node lost`},
 		{"failed", func(t *testing.T, c *Coordinator) { mustStep(t, c, Dead{NodeID: "n0"}) }, `job "job-1" has failed and accepts no nodes`},
 		{"done", func(t *testing.T, c *Coordinator) {
 			for step := 1; step <= 10; step++ {
