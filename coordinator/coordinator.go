@@ -112,6 +112,9 @@ type Coordinator struct {
 	recoveryDeadline time.Time
 	// lost describes the losses that started the recovery, for its failure.
 	lost []string
+	// lostRankZero is the node id of a rank 0 lost after the last step, whose
+	// clean leave still means that it wrote the result.
+	lostRankZero string
 }
 
 // New returns a coordinator in rendezvous whose join deadline is start plus
@@ -208,6 +211,11 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]A
 		return nil, fmt.Errorf("%w: node %q %s after the job became %v", ErrJobFinished, nodeID, cause, c.phase)
 	}
 	m, ok := c.members[nodeID]
+	if !ok && kind == lossClean && nodeID == c.lostRankZero && c.lastCompletedStep == c.cfg.TotalSteps {
+		// Rank 0 was declared lost after the last step, yet wrote the
+		// result: a stalled coordinator or a short cut can cause that.
+		return c.becomeDone(), nil
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q %s but never joined", ErrUnknownNode, nodeID, cause)
 	}
@@ -245,6 +253,9 @@ func (c *Coordinator) lostAfterLastStep(m *member, cause string, kind lossKind) 
 		return nil
 	case kind == lossFailed:
 		return c.becomeFailed(m.rank, reason)
+	}
+	if m.rank == 0 {
+		c.lostRankZero = m.join.NodeID
 	}
 	return c.recover(m, reason)
 }

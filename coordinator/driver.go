@@ -769,8 +769,12 @@ func (s *Server) handleLeave(nodeID, nodeErr string, restart bool) {
 	}
 	if !s.d.finished && node == nil {
 		// The node was lost already (its Watch stream broke first), and the
-		// ring re-forms without it.
+		// ring re-forms without it. The clean leave of a rank 0 lost after the
+		// last step still ends the job, which the state machine decides.
 		s.log.Info("lost node left", "node", nodeID, "node_error", nodeErr, "generation", s.d.coord.Generation())
+		if nodeErr == "" && !restart {
+			s.step(Leave{NodeID: nodeID}, nil)
+		}
 		return
 	}
 	if s.d.finished || node == nil {

@@ -347,3 +347,31 @@ func TestRejoinRetryIsIdempotent(t *testing.T) {
 	require.Len(t, actions, 1)
 	assert.IsType(t, JoinRejected{}, actions[0])
 }
+
+func TestLostRankZeroLeavingCleanlyEndsJob(t *testing.T) {
+	cfg := restartConfig(2, 1)
+	cfg.TotalSteps = 2
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 2)
+	mustStep(t, c, Dead{NodeID: "n0"})
+	require.Equal(t, PhaseRecovering, c.Phase())
+
+	// The lost rank 0 was alive after all and wrote the result.
+	actions := mustStep(t, c, Leave{NodeID: "n0"})
+
+	assert.Equal(t, []Action{Done{Generation: 2, Step: 2}}, actions)
+	assert.Equal(t, PhaseDone, c.Phase())
+}
+
+func TestLostRankZeroFailingLeaveChangesNothing(t *testing.T) {
+	cfg := restartConfig(2, 1)
+	cfg.TotalSteps = 2
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 2)
+	mustStep(t, c, Dead{NodeID: "n0"})
+
+	_, err := c.Step(Leave{NodeID: "n0", Failed: true})
+
+	require.ErrorIs(t, err, ErrUnknownNode)
+	assert.Equal(t, PhaseRecovering, c.Phase())
+}
