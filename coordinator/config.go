@@ -75,10 +75,19 @@ type Config struct {
 	// MaxRestarts is how many times the ring may re-form after a lost rank. Optional:
 	// 0 fails the job at the first lost rank, as before recovery existed.
 	MaxRestarts int
+	// FinishTimeout bounds the finishing phase, with MaxRestarts positive: the
+	// job fails unless rank 0 wrote the result and left within FinishTimeout of
+	// the phase's first Tick. Optional: 0 means DefaultFinishTimeout.
+	FinishTimeout time.Duration
 	// Fingerprint is the job's expected fingerprint. Every field must be non-empty,
 	// and each joining node must match it exactly.
 	Fingerprint Fingerprint
 }
+
+// DefaultFinishTimeout is the default of Config.FinishTimeout. Rank 0 writes
+// the result in seconds for models of a few GB on a local disk; the bound is
+// there for a rank 0 that hangs, so it leaves room for slow network storage.
+const DefaultFinishTimeout = 30 * time.Minute
 
 // Validate returns an error that names the first invalid field, or nil.
 func (c Config) Validate() error {
@@ -97,6 +106,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("coordinator config: TotalSteps is %d, must be at least 1", c.TotalSteps)
 	case c.MaxRestarts < 0:
 		return fmt.Errorf("coordinator config: MaxRestarts is %d, must be 0 (no recovery) or positive", c.MaxRestarts)
+	case c.FinishTimeout < 0:
+		return fmt.Errorf("coordinator config: FinishTimeout is %v, must be 0 (the default) or positive", c.FinishTimeout)
 	case c.StartStep < 0 || c.StartStep > c.TotalSteps:
 		return fmt.Errorf("coordinator config: StartStep is %d, must be in [0, TotalSteps %d]", c.StartStep, c.TotalSteps)
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -22,6 +23,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero join timeout", func(c *Config) { c.JoinTimeout = 0 }, "JoinTimeout is 0s, must be positive"},
 		{"negative checkpoint interval", func(c *Config) { c.CheckpointInterval = -1 }, "CheckpointInterval is -1"},
 		{"zero total steps", func(c *Config) { c.TotalSteps = 0 }, "TotalSteps is 0, must be at least 1"},
+		{"negative finish timeout", func(c *Config) { c.FinishTimeout = -time.Second }, "FinishTimeout is -1s, must be 0 (the default) or positive"},
 		{"missing binary version", func(c *Config) { c.Fingerprint.BinaryVersion = "" }, "Fingerprint binary version is missing"},
 		{"missing config hash", func(c *Config) { c.Fingerprint.ConfigHash = "" }, "Fingerprint resolved-config hash is missing"},
 		{"missing model hash", func(c *Config) { c.Fingerprint.ModelHash = "" }, "Fingerprint model hash is missing"},

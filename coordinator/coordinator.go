@@ -112,6 +112,9 @@ type Coordinator struct {
 	recoveryDeadline time.Time
 	// lost describes the losses that started the recovery, for its failure.
 	lost []string
+	// finishDeadline is when the finishing phase fails unless rank 0 left
+	// cleanly; zero until the first Tick of the phase.
+	finishDeadline time.Time
 	// lostRankZero is the node id of a rank 0 lost after the last step, whose
 	// clean leave still means that it wrote the result.
 	lostRankZero string
@@ -181,6 +184,9 @@ func (c *Coordinator) finished() bool {
 func (c *Coordinator) handleTick(tick Tick) []Action {
 	if c.phase == PhaseRecovering {
 		return c.recoveryTick(tick)
+	}
+	if c.phase == PhaseFinishing {
+		return c.finishTick(tick)
 	}
 	if c.phase != PhaseRendezvous || tick.Now.Before(c.deadline) {
 		return nil
@@ -268,7 +274,27 @@ func (c *Coordinator) afterLastStep() []Action {
 	}
 	c.phase = PhaseFinishing
 	c.pendingReports = nil
+	c.finishDeadline = time.Time{} // set by the next Tick
 	return []Action{Finish{Generation: c.generation, Step: c.lastCompletedStep}}
+}
+
+// finishTick fails the finishing phase once the finish timeout passed since
+// its first Tick: rank 0 is alive as far as the failure detectors tell, but
+// does not end its write of the result.
+func (c *Coordinator) finishTick(tick Tick) []Action {
+	timeout := c.cfg.FinishTimeout
+	if timeout == 0 {
+		timeout = DefaultFinishTimeout
+	}
+	if c.finishDeadline.IsZero() {
+		c.finishDeadline = tick.Now.Add(timeout)
+		return nil
+	}
+	if tick.Now.Before(c.finishDeadline) {
+		return nil
+	}
+	reason := fmt.Sprintf("rank 0 (node %q) did not write the result and leave within %v of the last step", c.rankNodes[0], timeout)
+	return c.becomeFailed(0, reason)
 }
 
 func (c *Coordinator) removeMember(nodeID string) {

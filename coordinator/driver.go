@@ -844,7 +844,10 @@ func (s *Server) handleMemberLost(name string, dead bool) {
 	} else {
 		s.log.Info("node left the gossip cluster", "node", name, "rank", node.rank, "generation", s.d.coord.Generation())
 		node.left = true
-		s.step(Leave{NodeID: name}, nil)
+		// After the last step, only a Leave call says that rank 0 wrote the
+		// result: a node that leaves gossip without one counts as lost.
+		afterLastStep := s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps
+		s.step(Leave{NodeID: name, Restart: afterLastStep}, nil)
 	}
 	if s.d.coord.Phase() == PhaseRendezvous {
 		s.dropWaitingNode(name, "was lost")

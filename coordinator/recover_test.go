@@ -375,3 +375,23 @@ func TestLostRankZeroFailingLeaveChangesNothing(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownNode)
 	assert.Equal(t, PhaseRecovering, c.Phase())
 }
+
+func TestFinishingTimesOut(t *testing.T) {
+	cfg := restartConfig(2, 1)
+	cfg.TotalSteps = 1
+	cfg.FinishTimeout = time.Minute
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, 1)
+	require.Equal(t, PhaseFinishing, c.Phase())
+
+	assert.Empty(t, mustStep(t, c, Tick{Now: testStart.Add(time.Hour)}), "the first tick starts the timeout")
+	assert.Empty(t, mustStep(t, c, Tick{Now: testStart.Add(time.Hour + 59*time.Second)}))
+	actions := mustStep(t, c, Tick{Now: testStart.Add(time.Hour + time.Minute)})
+
+	require.Len(t, actions, 1)
+	failed, ok := actions[0].(FailJob)
+	require.True(t, ok, "action %T", actions[0])
+	assert.Equal(t, 0, failed.Rank)
+	assert.Contains(t, failed.Reason, `rank 0 (node "n0") did not write the result and leave within 1m0s`)
+	assert.Equal(t, PhaseFailed, c.Phase())
+}

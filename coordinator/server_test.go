@@ -825,3 +825,35 @@ func TestServerShutdownSkipsStreamsOfLeftNodes(t *testing.T) {
 
 	require.NoError(t, ts.wait(t))
 }
+
+func TestServerGossipLeaveAfterLastStepIsNoResult(t *testing.T) {
+	job := serverJobConfig(2, 1)
+	job.MaxRestarts = 1
+	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.GossipAddr = "127.0.0.1:0" })
+	nodes, members := joinWithGossip(t, ts)
+	for _, node := range nodes {
+		watchCtx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		events, err := node.client.Watch(watchCtx, node.id)
+		require.NoError(t, err)
+		node.events, node.cancel = events, cancel
+	}
+	reportAll(t, nodes, 1)
+	rankZero := nodes[0]
+	if nodes[1].resp.GetRank() == 0 {
+		rankZero = nodes[1]
+	}
+	other := nodes[0]
+	if other == rankZero {
+		other = nodes[1]
+	}
+
+	// Rank 0 leaves gossip without a Leave call, as when its write of the
+	// result failed and the call did not get through: the ring re-forms
+	// rather than the job ending done.
+	require.NoError(t, members[rankZero.id].Leave(time.Second))
+
+	event := other.nextEvent(t)
+	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, event.GetKind())
+	assert.Equal(t, int32(0), event.GetRank())
+}

@@ -168,8 +168,8 @@ func runTrain(c *cli.Context) error {
 			default:
 			}
 		},
-		// Rank 0 writes the final model after the last step; the coordinator
-		// waits for it before it ends.
+		// Without restarts, the job is done before rank 0 writes the final
+		// model, and the coordinator waits this long for rank 0 to leave.
 		ShutdownTimeout: finalOutputTimeout,
 	})
 	if err != nil {
