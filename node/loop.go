@@ -403,13 +403,18 @@ func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering
 	if recovering && l.metrics != nil {
 		l.start = time.Now().Add(-l.metrics.lastElapsed)
 	}
+	if startStep == 0 {
+		// Lost before the first step: nothing of a step can be missing.
+		return nil
+	}
 	line := MetricsLine{Step: startStep, Epoch: l.sampler.Epoch(), Loss: finiteOrNil(l.lastLoss), Recovered: true}
 	if steps := l.opt.StepCount(); steps > 0 {
 		line.LR = l.job.LRSchedule(l.total).LR(steps)
 	}
 	hasEval := l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0
 	every := l.job.Eval.EverySteps
-	if hasEval && (startStep == l.total || (recovering && every > 0 && startStep%every == 0)) {
+	evaluated := hasEval && (startStep == l.total || (recovering && every > 0 && startStep%every == 0))
+	if evaluated {
 		if err := l.evaluate(ctx, startStep, &line); err != nil {
 			return err
 		}
@@ -417,7 +422,6 @@ func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering
 	if !recovering || l.metrics == nil {
 		return nil
 	}
-
 	interval := l.job.Checkpoint.EverySteps
 	checkpointDue := interval > 0 && (startStep%interval == 0 || startStep == l.total)
 	if checkpointDue {
@@ -425,15 +429,22 @@ func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering
 			checkpointDue = false
 		}
 	}
-	if l.metrics.lastStep < startStep {
+	if checkpointDue {
+		line.Checkpoint = CheckpointPath(l.job.Output, startStep)
+	}
+
+	// The line goes first, as after every step.
+	switch {
+	case l.metrics.lastStep < startStep:
 		l.log.Warn("metrics.jsonl has no line for the step the ring re-formed at, writing one with its loss and evaluation only",
 			"step", startStep, "last_line_step", l.metrics.lastStep)
-		if checkpointDue {
-			line.Checkpoint = CheckpointPath(l.job.Output, startStep)
-		}
 		line.ElapsedSeconds = time.Since(l.start).Seconds()
 		line.Time = time.Now().UTC().Format(time.RFC3339Nano)
 		if err := l.metrics.write(line); err != nil {
+			return err
+		}
+	case l.metrics.lastStep == startStep:
+		if err := l.completeLastLine(line, evaluated); err != nil {
 			return err
 		}
 	}
@@ -445,6 +456,33 @@ func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering
 		l.lastCheckpoint = startStep
 	}
 	return nil
+}
+
+// completeLastLine adds what the last line of metrics.jsonl, of the step the
+// ring re-formed at, lacks: the evaluation run again (when evaluated is set)
+// and the checkpoint that is written next. Rank 0 writes such a line without
+// both, and without the step's global figures, when its step report fails
+// before the ring re-forms, so the completed line is marked recovered.
+func (l *stepLoop) completeLastLine(redo MetricsLine, evaluated bool) error {
+	var line MetricsLine
+	if err := json.Unmarshal(l.metrics.lastLine, &line); err != nil {
+		return nil
+	}
+	addEval := evaluated && line.EvalLoss == nil
+	addCheckpoint := redo.Checkpoint != "" && line.Checkpoint == ""
+	if !addEval && !addCheckpoint {
+		return nil
+	}
+	if addEval {
+		line.EvalLoss, line.EvalPerplexity, line.EvalTokens = redo.EvalLoss, redo.EvalPerplexity, redo.EvalTokens
+	}
+	if addCheckpoint {
+		line.Checkpoint = redo.Checkpoint
+	}
+	line.Recovered = true
+	l.log.Warn("completing the last line of metrics.jsonl after the ring re-formed", "step", line.Step,
+		"evaluation", addEval, "checkpoint", addCheckpoint)
+	return l.metrics.replaceLast(line)
 }
 
 // awaitOutputLock retries the output lock for up to cluster.join_timeout. A

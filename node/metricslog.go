@@ -94,6 +94,9 @@ type metricsLog struct {
 	// kept from earlier generations or runs, or -1 and 0 without one.
 	lastStep    int
 	lastElapsed time.Duration
+	// lastLine is that line, and lastOffset the file offset it starts at.
+	lastLine   []byte
+	lastOffset int64
 }
 
 // openMetricsLog opens metrics.jsonl in output for appending. A resumed run
@@ -109,6 +112,7 @@ func openMetricsLog(output string, startStep int) (*metricsLog, error) {
 	}
 	m := &metricsLog{lastStep: -1}
 	if raw, err := os.ReadFile(path); err == nil {
+		var offset int64
 		for line := range bytes.Lines(raw) {
 			var last struct {
 				Step    int     `json:"step"`
@@ -116,7 +120,9 @@ func openMetricsLog(output string, startStep int) (*metricsLog, error) {
 			}
 			if json.Unmarshal(line, &last) == nil {
 				m.lastStep, m.lastElapsed = last.Step, time.Duration(last.Elapsed*float64(time.Second))
+				m.lastLine, m.lastOffset = line, offset
 			}
+			offset += int64(len(line))
 		}
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -162,6 +168,18 @@ func (m *metricsLog) write(line MetricsLine) error {
 		return fmt.Errorf("writing %s: %w", MetricsFile, err)
 	}
 	return m.w.Flush()
+}
+
+// replaceLast replaces the last line kept from earlier generations with line.
+// truncateMetrics left only lines that parse, so that line is the file's last.
+func (m *metricsLog) replaceLast(line MetricsLine) error {
+	if err := m.w.Flush(); err != nil {
+		return fmt.Errorf("writing %s: %w", MetricsFile, err)
+	}
+	if err := m.f.Truncate(m.lastOffset); err != nil {
+		return fmt.Errorf("rewriting the last line of %s: %w", MetricsFile, err)
+	}
+	return m.write(line)
 }
 
 func (m *metricsLog) close() {
