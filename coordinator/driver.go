@@ -537,7 +537,7 @@ func (s *Server) handleStopRequest() {
 		return
 	}
 	if s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps {
-		s.log.Info("stop requested after the last step, the job ends once rank 0 wrote the result", "reason", reason,
+		s.log.Info("stop requested after the last step, the job ends once rank 0 has written the result (after the ring re-formed, during a recovery)", "reason", reason,
 			"generation", s.d.coord.Generation())
 		return
 	}

@@ -84,12 +84,19 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 				cancel(jobErr)
 				return
 			case pb.JobEventKind_JOB_EVENT_KIND_REFORM:
-				// Keep only the newest event.
-				select {
-				case <-n.reforms:
-				default:
+				// Keep only the newest event. The generation's monitor may put
+				// one back meanwhile, so the send never blocks.
+				for sent := false; !sent; {
+					select {
+					case n.reforms <- ev:
+						sent = true
+					default:
+						select {
+						case <-n.reforms:
+						default:
+						}
+					}
 				}
-				n.reforms <- ev
 			}
 		}
 	}()
