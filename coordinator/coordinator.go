@@ -162,7 +162,7 @@ func (c *Coordinator) Step(event Event) ([]Action, error) {
 	case Leave:
 		switch {
 		case e.Restart:
-			return c.handleMemberLost(e.NodeID, "was stopped", lossRestartable)
+			return c.handleMemberLost(e.NodeID, "left to be replaced", lossRestartable)
 		case e.Failed:
 			return c.handleMemberLost(e.NodeID, "failed", lossFailed)
 		}
@@ -249,7 +249,7 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]A
 // replacement of rank 0 takes a survivor's state to write the result. Past
 // max_restarts, a lost rank fails the job, as during a step.
 func (c *Coordinator) lostAfterLastStep(m *member, cause string, kind lossKind) []Action {
-	reason := fmt.Sprintf("rank %d (node %q at %s) %s after the last step (%d), before rank 0 wrote the result",
+	reason := fmt.Sprintf("rank %d (node %q at %s) %s after the last step (%d), before rank 0 reported the result written",
 		m.rank, m.join.NodeID, m.join.Address, cause, c.cfg.TotalSteps)
 	switch {
 	case kind == lossClean && m.rank == 0:

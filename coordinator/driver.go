@@ -149,7 +149,10 @@ func (s *Server) drive(ctx context.Context, serveErr <-chan error) error {
 		select {
 		case fn := <-s.calls:
 			fn()
-		case now := <-ticker.C:
+		case <-ticker.C:
+			// The ticker's value is the scheduled time, which after a stall of
+			// this process lags the clock and would start deadlines in the past.
+			now := time.Now()
 			s.step(Tick{Now: now}, nil)
 			s.checkWatches(now)
 		case <-s.stopRequests:

@@ -271,7 +271,7 @@ func TestRankZeroLostAfterLastStepReforms(t *testing.T) {
 	require.True(t, ok, "action %T", actions[0])
 	assert.Equal(t, 0, reform.LostRank)
 	assert.Equal(t, 2, reform.Step)
-	assert.Contains(t, reform.Reason, "after the last step (2), before rank 0 wrote the result")
+	assert.Contains(t, reform.Reason, "after the last step (2), before rank 0 reported the result written")
 
 	actions = mustStep(t, c, rejoinOf("n1", 2), joinOf("new", -1))
 	require.Len(t, actions, 3)

@@ -213,7 +213,7 @@ func (n *runner) awaitVerdict(parent context.Context, failed <-chan *JobError, e
 		case <-parent.Done():
 			return nil, err
 		case <-timer.C:
-			return nil, err
+			return nil, fmt.Errorf("%w (the coordinator named no cause within %v)", err, failureGrace)
 		}
 	}
 }
@@ -572,6 +572,7 @@ func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 			// than the target count stay zero in this line.
 			partial := stepLine(step, l.sampler.Epoch(), stats, &pb.StepDecision{}, world(l), time.Since(stepStart), time.Since(l.start))
 			partial.TargetTokens = int64(stats.GlobalTargetTokens)
+			partial.Recovered = true
 			if l.metrics != nil && l.metrics.write(partial) != nil {
 				return nil, err
 			}

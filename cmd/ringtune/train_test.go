@@ -924,7 +924,7 @@ func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
 			}
 			raw, err := os.ReadFile(coordLog)
 			require.NoError(t, err)
-			require.Contains(t, string(raw), "before rank 0 wrote the result",
+			require.Contains(t, string(raw), "before rank 0 reported the result written",
 				"the kill must land after the last step and before the result")
 			for line := range strings.Lines(string(raw)) {
 				if strings.Contains(line, "recovered from the lost rank") {
