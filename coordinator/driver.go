@@ -847,8 +847,8 @@ func (s *Server) handleMemberLost(name string, dead bool) {
 	} else {
 		s.log.Info("node left the gossip cluster", "node", name, "rank", node.rank, "generation", s.d.coord.Generation())
 		node.left = true
-		// After the last step, only a Leave call says that rank 0 wrote the
-		// result: a node that leaves gossip without one counts as lost.
+		// After the last step, only a Leave call reports that rank 0 wrote
+		// the result, so a node that leaves gossip without one counts as lost.
 		afterLastStep := s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps
 		s.step(Leave{NodeID: name, Restart: afterLastStep}, nil)
 	}

@@ -85,7 +85,8 @@ func (n *runner) run(parent context.Context) (*Result, error) {
 				return
 			case pb.JobEventKind_JOB_EVENT_KIND_REFORM:
 				// Keep only the newest event. The generation's monitor may put
-				// one back meanwhile, so the send never blocks.
+				// one back meanwhile, so the loop drains the slot until its
+				// non-blocking send succeeds.
 				for sent := false; !sent; {
 					select {
 					case n.reforms <- ev:
