@@ -126,6 +126,9 @@ func New(cfg Config, start time.Time) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.FinishTimeout == 0 {
+		cfg.FinishTimeout = DefaultFinishTimeout
+	}
 	return &Coordinator{
 		cfg:        cfg,
 		deadline:   start.Add(cfg.JoinTimeout),
@@ -148,6 +151,9 @@ func (c *Coordinator) Generation() uint64 { return c.generation }
 
 // JoinDeadline returns the time at which rendezvous fails unless all nodes joined.
 func (c *Coordinator) JoinDeadline() time.Time { return c.deadline }
+
+// AfterLastStep reports whether every rank completed the job's last step.
+func (c *Coordinator) AfterLastStep() bool { return c.lastCompletedStep == c.cfg.TotalSteps }
 
 // LastCompletedStep returns the last step for which every rank reported, or 0.
 func (c *Coordinator) LastCompletedStep() int { return c.lastCompletedStep }
@@ -217,7 +223,7 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]A
 		return nil, fmt.Errorf("%w: node %q %s after the job became %v", ErrJobFinished, nodeID, cause, c.phase)
 	}
 	m, ok := c.members[nodeID]
-	if !ok && kind == lossClean && nodeID == c.lostRankZero && c.lastCompletedStep == c.cfg.TotalSteps {
+	if !ok && kind == lossClean && nodeID == c.lostRankZero && c.AfterLastStep() {
 		// Rank 0 was declared lost after the last step, yet wrote the
 		// result: a stalled coordinator or a short cut can cause that.
 		return c.becomeDone(), nil
@@ -231,7 +237,7 @@ func (c *Coordinator) handleMemberLost(nodeID, cause string, kind lossKind) ([]A
 		return nil, nil
 	}
 
-	if c.lastCompletedStep == c.cfg.TotalSteps {
+	if c.AfterLastStep() {
 		return c.lostAfterLastStep(m, cause, kind), nil
 	}
 	reason := fmt.Sprintf("rank %d (node %q at %s) %s during step %d of %d",
@@ -282,19 +288,21 @@ func (c *Coordinator) afterLastStep() []Action {
 // its first Tick: rank 0 is alive as far as the failure detectors tell, but
 // does not end its write of the result.
 func (c *Coordinator) finishTick(tick Tick) []Action {
-	timeout := c.cfg.FinishTimeout
-	if timeout == 0 {
-		timeout = DefaultFinishTimeout
-	}
-	if c.finishDeadline.IsZero() {
-		c.finishDeadline = tick.Now.Add(timeout)
+	if !expired(&c.finishDeadline, tick.Now, c.cfg.FinishTimeout) {
 		return nil
 	}
-	if tick.Now.Before(c.finishDeadline) {
-		return nil
-	}
-	reason := fmt.Sprintf("rank 0 (node %q) did not write the result and leave within %v of the last step", c.rankNodes[0], timeout)
+	reason := fmt.Sprintf("rank 0 (node %q) did not write the result and leave within %v of the last step", c.rankNodes[0], c.cfg.FinishTimeout)
 	return c.becomeFailed(0, reason)
+}
+
+// expired reports whether timeout passed since the first call for deadline,
+// which sets deadline; a zero deadline starts a new wait.
+func expired(deadline *time.Time, now time.Time, timeout time.Duration) bool {
+	if deadline.IsZero() {
+		*deadline = now.Add(timeout)
+		return false
+	}
+	return !now.Before(*deadline)
 }
 
 func (c *Coordinator) removeMember(nodeID string) {

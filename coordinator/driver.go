@@ -273,7 +273,7 @@ func (s *Server) perform(actions []Action, joinOrigin chan joinResult) {
 		s.finish(event, nil, "done", codes.FailedPrecondition)
 	case finishing != nil:
 		// A requested stop has nothing left to stop.
-		s.reg.coordinator.SetPhase("finishing")
+		s.reg.coordinator.SetPhase(PhaseFinishing.String())
 		s.log.Info("last step completed, waiting for rank 0 to write the result", "step", finishing.Step,
 			"generation", finishing.Generation)
 	case stopReason != "":
@@ -539,7 +539,7 @@ func (s *Server) handleStopRequest() {
 		s.finishStopped(reason)
 		return
 	}
-	if s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps {
+	if s.d.coord.AfterLastStep() {
 		s.log.Info("stop requested after the last step, the job ends once rank 0 has written the result (after the ring re-formed, during a recovery)", "reason", reason,
 			"generation", s.d.coord.Generation())
 		return
@@ -849,8 +849,7 @@ func (s *Server) handleMemberLost(name string, dead bool) {
 		node.left = true
 		// After the last step, only a Leave call reports that rank 0 wrote
 		// the result, so a node that leaves gossip without one counts as lost.
-		afterLastStep := s.d.coord.LastCompletedStep() == s.cfg.Job.TotalSteps
-		s.step(Leave{NodeID: name, Restart: afterLastStep}, nil)
+		s.step(Leave{NodeID: name, Restart: s.d.coord.AfterLastStep()}, nil)
 	}
 	if s.d.coord.Phase() == PhaseRendezvous {
 		s.dropWaitingNode(name, "was lost")

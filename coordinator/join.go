@@ -30,7 +30,7 @@ func (c *Coordinator) handleJoin(join Join) []Action {
 		return nil
 	}
 	actions := c.becomeRunning()
-	if c.lastCompletedStep == c.cfg.TotalSteps {
+	if c.AfterLastStep() {
 		// Resumed from a checkpoint of the last step: nothing is left to train.
 		actions = append(actions, c.afterLastStep()...)
 	}

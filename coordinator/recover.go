@@ -47,11 +47,7 @@ func (c *Coordinator) recover(m *member, reason string) []Action {
 
 // recoveryTick fails the recovery once JoinTimeout passed since its first Tick.
 func (c *Coordinator) recoveryTick(tick Tick) []Action {
-	if c.recoveryDeadline.IsZero() {
-		c.recoveryDeadline = tick.Now.Add(c.cfg.JoinTimeout)
-		return nil
-	}
-	if tick.Now.Before(c.recoveryDeadline) {
+	if !expired(&c.recoveryDeadline, tick.Now, c.cfg.JoinTimeout) {
 		return nil
 	}
 	joined := 0
@@ -133,7 +129,7 @@ func (c *Coordinator) maybeReform() []Action {
 	c.sourceState = source.join.State.TrainerState
 	c.lost = nil
 	actions := c.becomeRunning()
-	if c.lastCompletedStep == c.cfg.TotalSteps {
+	if c.AfterLastStep() {
 		// A survivor finished the last step before the loss: once the others
 		// took its state, rank 0 writes the result.
 		actions = append(actions, c.afterLastStep()...)

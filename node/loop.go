@@ -419,9 +419,8 @@ func (l *stepLoop) catchUp(ctx context.Context, startStep, skips int, recovering
 	if steps := l.opt.StepCount(); steps > 0 {
 		line.LR = l.job.LRSchedule(l.total).LR(steps)
 	}
-	hasEval := l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0
-	every := l.job.Eval.EverySteps
-	evaluated := hasEval && (startStep == l.total || (recovering && every > 0 && startStep%every == 0))
+	// A run that is not recovering starts at its last step here.
+	evaluated := l.evalDue(startStep, &pb.StepDecision{})
 	if evaluated {
 		if err := l.evaluate(ctx, startStep, &line); err != nil {
 			return err
@@ -531,7 +530,7 @@ type stepLoop struct {
 
 func (l *stepLoop) run(ctx context.Context, startStep int) (*Result, error) {
 	res := &Result{Rank: l.rank, WorldSize: int(l.joined.WorldSize), Steps: startStep, Loss: l.lastLoss, EvalLoss: math.NaN()}
-	if startStep == 0 && l.job.Eval.AtStart && l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0 {
+	if startStep == 0 && l.job.Eval.AtStart && l.hasEval() {
 		line := MetricsLine{Step: 0, Time: time.Now().UTC().Format(time.RFC3339Nano)}
 		if err := l.evaluate(ctx, 0, &line); err != nil {
 			return nil, err
@@ -694,8 +693,13 @@ func (l *stepLoop) report(ctx context.Context, step int, stats train.Stats) (*pb
 	return decision, nil
 }
 
+// hasEval reports whether the job has eval rows.
+func (l *stepLoop) hasEval() bool {
+	return l.in.Dataset.Eval != nil && l.in.Dataset.Eval.Len() > 0
+}
+
 func (l *stepLoop) evalDue(step int, decision *pb.StepDecision) bool {
-	if l.in.Dataset.Eval == nil || l.in.Dataset.Eval.Len() == 0 {
+	if !l.hasEval() {
 		return false
 	}
 	every := l.job.Eval.EverySteps
@@ -703,17 +707,8 @@ func (l *stepLoop) evalDue(step int, decision *pb.StepDecision) bool {
 }
 
 func (l *stepLoop) checkpoint(step, skips int) error {
-	st := TrainerState{
-		Step:             step,
-		Sampler:          l.sampler.State(),
-		DropoutStep:      l.model.DropoutStep(),
-		ConsecutiveSkips: skips,
-		Loss:             finiteOrNil(l.lastLoss),
-		Mode:             l.job.Mode,
-		WorldSize:        world(l),
-		ConfigHash:       l.in.Fingerprint.ConfigHash,
-		JobID:            l.job.JobID,
-	}
+	st := l.snapshot(step)
+	st.ConsecutiveSkips = skips
 	begin := time.Now()
 	path, err := saveCheckpoint(l.job.Output, l.model, l.opt, st, l.job.Model.Base, l.job.KeepCheckpoints())
 	if path == "" {

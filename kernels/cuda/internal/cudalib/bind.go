@@ -44,9 +44,9 @@ func dlopen(lib Library, path string) (uintptr, error) {
 
 // cString returns s as a NUL-terminated C string. It rejects a NUL inside s, which
 // would silently cut the string short on the C side.
-func cString(what, s string) (*byte, error) {
-	if strings.IndexByte(s, 0) >= 0 {
-		return nil, fmt.Errorf("%s contains a NUL byte at offset %d", what, strings.IndexByte(s, 0))
+func cString(label, s string) (*byte, error) {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return nil, fmt.Errorf("%s contains a NUL byte at offset %d", label, i)
 	}
 	b := make([]byte, len(s)+1)
 	copy(b, s)
