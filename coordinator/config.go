@@ -84,9 +84,9 @@ type Config struct {
 	Fingerprint Fingerprint
 }
 
-// DefaultFinishTimeout is the default of Config.FinishTimeout. Rank 0 writes
-// the result in seconds for models of a few GB on a local disk; the bound is
-// there for a rank 0 that hangs, so it leaves room for slow network storage.
+// DefaultFinishTimeout is the default of Config.FinishTimeout. The bound is
+// for a rank 0 that hangs, so it leaves room to write a large model to slow
+// network storage.
 const DefaultFinishTimeout = 30 * time.Minute
 
 // Validate returns an error that names the first invalid field, or nil.

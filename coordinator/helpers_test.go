@@ -101,3 +101,18 @@ func startJob(t *testing.T, cfg Config) *Coordinator {
 func nodeName(i int) string {
 	return fmt.Sprintf("n%d", i)
 }
+
+// actionAs returns action as an A, and fails the test when it has another type.
+func actionAs[A Action](t *testing.T, action Action) A {
+	t.Helper()
+	a, ok := action.(A)
+	require.True(t, ok, "action %T, expected %T", action, a)
+	return a
+}
+
+// onlyAction returns the one action in actions as an A.
+func onlyAction[A Action](t *testing.T, actions []Action) A {
+	t.Helper()
+	require.Len(t, actions, 1)
+	return actionAs[A](t, actions[0])
+}

@@ -17,6 +17,14 @@ func restartConfig(worldSize, restarts int) Config {
 	return cfg
 }
 
+// finishingJob starts a job of cfg and has every rank complete every step.
+func finishingJob(t *testing.T, cfg Config) *Coordinator {
+	t.Helper()
+	c := startJob(t, cfg)
+	completeSteps(t, c, 1, 1, cfg.TotalSteps)
+	return c
+}
+
 // rejoinOf returns the join of a survivor that holds the state of step.
 func rejoinOf(id string, step int) Join {
 	join := joinOf(id, -1)
@@ -47,9 +55,7 @@ func TestLostRankStartsRecovery(t *testing.T) {
 
 	actions := mustStep(t, c, Dead{NodeID: "n1"})
 
-	require.Len(t, actions, 1)
-	reform, ok := actions[0].(Reform)
-	require.True(t, ok, "action %T", actions[0])
+	reform := onlyAction[Reform](t, actions)
 	assert.Equal(t, uint64(2), reform.Generation)
 	assert.Equal(t, 1, reform.LostRank)
 	assert.Equal(t, "n1", reform.LostNodeID)
@@ -126,8 +132,7 @@ func TestRecoveryWithoutStateFails(t *testing.T) {
 	mustStep(t, c, joinOf("n0", -1)) // a survivor that lost its state
 	actions := mustStep(t, c, joinOf("new", -1))
 
-	require.Len(t, actions, 1)
-	failed := actions[0].(FailJob)
+	failed := onlyAction[FailJob](t, actions)
 	assert.Contains(t, failed.Reason, "no node that joined again holds the training state")
 	assert.Equal(t, PhaseFailed, c.Phase())
 }
@@ -141,8 +146,7 @@ func TestRecoveryDeadline(t *testing.T) {
 	assert.Empty(t, mustStep(t, c, Tick{Now: testStart.Add(time.Hour + time.Minute - time.Second)}))
 	actions := mustStep(t, c, Tick{Now: testStart.Add(time.Hour + time.Minute)})
 
-	require.Len(t, actions, 1)
-	failed := actions[0].(FailJob)
+	failed := onlyAction[FailJob](t, actions)
 	assert.Contains(t, failed.Reason, "rank 1")
 	assert.Contains(t, failed.Reason, "1 of 2 nodes joined generation 2 within 1m0s")
 }
@@ -167,8 +171,7 @@ func TestRestartLimit(t *testing.T) {
 
 			actions := mustStep(t, c, Dead{NodeID: "n0"})
 
-			require.Len(t, actions, 1)
-			failed := actions[0].(FailJob)
+			failed := onlyAction[FailJob](t, actions)
 			assert.Contains(t, failed.Reason, tt.wantReason)
 			assert.Equal(t, PhaseFailed, c.Phase())
 		})
@@ -261,22 +264,18 @@ func TestLastStepWithoutRestartsIsDone(t *testing.T) {
 func TestRankZeroLostAfterLastStepReforms(t *testing.T) {
 	cfg := restartConfig(2, 1)
 	cfg.TotalSteps = 2
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 2)
+	c := finishingJob(t, cfg)
 
 	actions := mustStep(t, c, Dead{NodeID: "n0"})
 
-	require.Len(t, actions, 1)
-	reform, ok := actions[0].(Reform)
-	require.True(t, ok, "action %T", actions[0])
+	reform := onlyAction[Reform](t, actions)
 	assert.Equal(t, 0, reform.LostRank)
 	assert.Equal(t, 2, reform.Step)
 	assert.Contains(t, reform.Reason, "after the last step (2), before rank 0 reported the result written")
 
 	actions = mustStep(t, c, rejoinOf("n1", 2), joinOf("new", -1))
 	require.Len(t, actions, 3)
-	accepted, ok := actions[0].(JoinAccepted)
-	require.True(t, ok, "action %T", actions[0])
+	accepted := actionAs[JoinAccepted](t, actions[0])
 	assert.Equal(t, "new", accepted.NodeID, "the replacement takes rank 0")
 	assert.Equal(t, 1, accepted.SourceRank)
 	assert.Equal(t, 2, accepted.StartStep)
@@ -286,8 +285,7 @@ func TestRankZeroLostAfterLastStepReforms(t *testing.T) {
 func TestRankZeroLeavesDuringRecoveryAfterLastStep(t *testing.T) {
 	cfg := restartConfig(3, 1)
 	cfg.TotalSteps = 2
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 2)
+	c := finishingJob(t, cfg)
 	mustStep(t, c, Dead{NodeID: "n2"})
 	assert.Equal(t, PhaseRecovering, c.Phase())
 
@@ -311,9 +309,7 @@ func TestLossAfterLastStepPastRestartLimit(t *testing.T) {
 	// fails at once rather than leave rank 0 waiting.
 	actions := mustStep(t, c, Dead{NodeID: "n1"})
 
-	require.Len(t, actions, 1)
-	failed, ok := actions[0].(FailJob)
-	require.True(t, ok, "action %T", actions[0])
+	failed := onlyAction[FailJob](t, actions)
 	assert.Equal(t, 1, failed.Rank)
 	assert.Contains(t, failed.Reason, "after the last step (1)")
 	assert.Contains(t, failed.Reason, "max_restarts (1)")
@@ -323,14 +319,11 @@ func TestLossAfterLastStepPastRestartLimit(t *testing.T) {
 func TestFailedLeaveAfterLastStepFailsJob(t *testing.T) {
 	cfg := restartConfig(2, 1)
 	cfg.TotalSteps = 1
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 1)
+	c := finishingJob(t, cfg)
 
 	actions := mustStep(t, c, Leave{NodeID: "n0", Failed: true})
 
-	require.Len(t, actions, 1)
-	failed, ok := actions[0].(FailJob)
-	require.True(t, ok, "action %T", actions[0])
+	failed := onlyAction[FailJob](t, actions)
 	assert.Contains(t, failed.Reason, "rank 0 (node \"n0\" at n0:7000) failed after the last step (1)")
 	assert.Equal(t, PhaseFailed, c.Phase())
 }
@@ -351,8 +344,7 @@ func TestRejoinRetryIsIdempotent(t *testing.T) {
 func TestLostRankZeroLeavingCleanlyEndsJob(t *testing.T) {
 	cfg := restartConfig(2, 1)
 	cfg.TotalSteps = 2
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 2)
+	c := finishingJob(t, cfg)
 	mustStep(t, c, Dead{NodeID: "n0"})
 	require.Equal(t, PhaseRecovering, c.Phase())
 
@@ -366,8 +358,7 @@ func TestLostRankZeroLeavingCleanlyEndsJob(t *testing.T) {
 func TestLostRankZeroFailingLeaveChangesNothing(t *testing.T) {
 	cfg := restartConfig(2, 1)
 	cfg.TotalSteps = 2
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 2)
+	c := finishingJob(t, cfg)
 	mustStep(t, c, Dead{NodeID: "n0"})
 
 	_, err := c.Step(Leave{NodeID: "n0", Failed: true})
@@ -380,17 +371,14 @@ func TestFinishingTimesOut(t *testing.T) {
 	cfg := restartConfig(2, 1)
 	cfg.TotalSteps = 1
 	cfg.FinishTimeout = time.Minute
-	c := startJob(t, cfg)
-	completeSteps(t, c, 1, 1, 1)
+	c := finishingJob(t, cfg)
 	require.Equal(t, PhaseFinishing, c.Phase())
 
 	assert.Empty(t, mustStep(t, c, Tick{Now: testStart.Add(time.Hour)}), "the first tick starts the timeout")
 	assert.Empty(t, mustStep(t, c, Tick{Now: testStart.Add(time.Hour + 59*time.Second)}))
 	actions := mustStep(t, c, Tick{Now: testStart.Add(time.Hour + time.Minute)})
 
-	require.Len(t, actions, 1)
-	failed, ok := actions[0].(FailJob)
-	require.True(t, ok, "action %T", actions[0])
+	failed := onlyAction[FailJob](t, actions)
 	assert.Equal(t, 0, failed.Rank)
 	assert.Contains(t, failed.Reason, `rank 0 (node "n0") did not write the result and leave within 1m0s`)
 	assert.Equal(t, PhaseFailed, c.Phase())

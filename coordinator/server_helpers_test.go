@@ -141,12 +141,18 @@ func joinAll(t *testing.T, nodes []*fakeNode, ranks []int) {
 	wg.Wait()
 	for i, node := range nodes {
 		require.NoError(t, errs[i], "join of node %s", node.id)
-		watchCtx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		events, err := node.client.Watch(watchCtx, node.id)
-		require.NoError(t, err)
-		node.events, node.cancel = events, cancel
+		node.watch(t)
 	}
+}
+
+// watch opens the node's Watch stream until the test ends.
+func (n *fakeNode) watch(t *testing.T) {
+	t.Helper()
+	watchCtx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	events, err := n.client.Watch(watchCtx, n.id)
+	require.NoError(t, err, "Watch of node %s", n.id)
+	n.events, n.cancel = events, cancel
 }
 
 func reportRequest(node *fakeNode, step int, loss float64) *pb.StepReport {

@@ -219,11 +219,7 @@ func TestServerGossipDeathAfterDoneReportsRank(t *testing.T) {
 	})
 	nodes, members := joinWithGossip(t, ts)
 	for _, node := range nodes {
-		watchCtx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		events, err := node.client.Watch(watchCtx, node.id)
-		require.NoError(t, err)
-		node.events, node.cancel = events, cancel
+		node.watch(t)
 	}
 	reportAll(t, nodes, 1)
 	require.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, nodes[1].nextEvent(t).GetKind())
@@ -244,8 +240,8 @@ func TestServerGossipDeathAfterDoneReportsRank(t *testing.T) {
 	require.NoError(t, ts.wait(t))
 }
 
-// joinWithGossip joins nodes "a" and "b", each with a gossip member on
-// 127.0.0.1, and waits until the coordinator's member joined theirs.
+// joinWithGossip joins nodes "a" (rank 0) and "b" (rank 1), each with a gossip
+// member on 127.0.0.1, and waits until the coordinator's member joined theirs.
 func joinWithGossip(t *testing.T, ts *testServer) ([]*fakeNode, map[string]*membership.Membership) {
 	t.Helper()
 	require.NotEmpty(t, ts.GossipAddr())
@@ -264,11 +260,11 @@ func joinWithGossip(t *testing.T, ts *testServer) ([]*fakeNode, map[string]*memb
 	}
 	nodes := []*fakeNode{newFakeNode(t, ts.Addr(), "a"), newFakeNode(t, ts.Addr(), "b")}
 	joined := make(chan error, len(nodes))
-	for _, node := range nodes {
+	for rank, node := range nodes {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
-			req := joinRequest(node.id, -1)
+			req := joinRequest(node.id, rank)
 			req.GossipAddress = members[node.id].Addr()
 			var err error
 			node.resp, err = node.client.Join(ctx, req)
@@ -590,10 +586,7 @@ func TestServerReformsRingAfterStoppedNode(t *testing.T) {
 	// The new generation finishes the job.
 	nodes[0].resp.Generation = 2
 	replacement.resp = &pb.JoinResponse{Rank: 1, Generation: 2}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	t.Cleanup(stopWatch)
-	replacement.events, err = replacement.client.Watch(watchCtx, "c")
-	require.NoError(t, err)
+	replacement.watch(t)
 	survivors := []*fakeNode{nodes[0], replacement}
 	reportAll(t, survivors, 2)
 	decisions := reportAll(t, survivors, 3)
@@ -645,10 +638,7 @@ func TestServerReformAfterLastStepEndsJob(t *testing.T) {
 
 	// No step is left: the replacement takes the state, and the job is done
 	// once rank 0 wrote the result.
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	t.Cleanup(stopWatch)
-	replacement.events, err = replacement.client.Watch(watchCtx, "c")
-	require.NoError(t, err)
+	replacement.watch(t)
 	finishAfterLastStep(t, []*fakeNode{nodes[0], replacement})
 	require.NoError(t, ts.wait(t))
 }
@@ -784,11 +774,7 @@ func TestServerResumedAfterLastStepWaitsForWatches(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	for _, node := range nodes {
 		assert.Equal(t, int32(4), node.resp.GetStartStep())
-		watchCtx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		events, err := node.client.Watch(watchCtx, node.id)
-		require.NoError(t, err, "Watch of node %s after the job ended at the joins", node.id)
-		node.events, node.cancel = events, cancel
+		node.watch(t)
 		assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_DONE, node.nextEvent(t).GetKind())
 		node.finish(t)
 	}
@@ -826,34 +812,22 @@ func TestServerShutdownSkipsStreamsOfLeftNodes(t *testing.T) {
 	require.NoError(t, ts.wait(t))
 }
 
-func TestServerGossipLeaveAfterLastStepIsNoResult(t *testing.T) {
+func TestServerGossipLeaveAfterLastStepReforms(t *testing.T) {
 	job := serverJobConfig(2, 1)
 	job.MaxRestarts = 1
 	ts := startServer(t, job, func(cfg *ServerConfig) { cfg.GossipAddr = "127.0.0.1:0" })
 	nodes, members := joinWithGossip(t, ts)
 	for _, node := range nodes {
-		watchCtx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		events, err := node.client.Watch(watchCtx, node.id)
-		require.NoError(t, err)
-		node.events, node.cancel = events, cancel
+		node.watch(t)
 	}
 	reportAll(t, nodes, 1)
-	rankZero := nodes[0]
-	if nodes[1].resp.GetRank() == 0 {
-		rankZero = nodes[1]
-	}
-	other := nodes[0]
-	if other == rankZero {
-		other = nodes[1]
-	}
 
 	// Rank 0 leaves gossip without a Leave call, as when its write of the
 	// result failed and the call did not get through: the ring re-forms
 	// rather than the job ending done.
-	require.NoError(t, members[rankZero.id].Leave(time.Second))
+	require.NoError(t, members["a"].Leave(time.Second))
 
-	event := other.nextEvent(t)
+	event := nodes[1].nextEvent(t)
 	assert.Equal(t, pb.JobEventKind_JOB_EVENT_KIND_REFORM, event.GetKind())
 	assert.Equal(t, int32(0), event.GetRank())
 }

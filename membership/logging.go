@@ -23,8 +23,8 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // parseLogLine splits a memberlist log line into its level and message. A line
 // without a known tag is logged at Info. An error on a closed connection comes
 // from the member's own shutdown, when memberlist's goroutines still send on
-// sockets that Shutdown closed, so it is logged at Debug; a peer that does not
-// answer a probe is the failure detector's business, logged at Warn.
+// sockets that Shutdown closed, so it is logged at Debug. A peer that does not
+// reply to a probe is the failure detector's business, logged at Warn.
 func parseLogLine(line string) (slog.Level, string) {
 	tags := []struct {
 		tag   string

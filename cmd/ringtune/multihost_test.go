@@ -83,8 +83,8 @@ func startMultiHostJob(t *testing.T, world, maxRestarts int) *multiHostJob {
 	if testing.Short() {
 		t.Skip("starts node processes in network namespaces; skipped with -short")
 	}
-	if why := netnsUnavailable(); why != "" {
-		t.Skipf("needs network namespaces, and %s: run the tests as root with iproute2 installed", why)
+	if reason := netnsUnavailable(); reason != "" {
+		t.Skipf("needs network namespaces, and %s: run the tests as root with iproute2 installed", reason)
 	}
 	nw, err := newNetnsNetwork(world+1, linkShape{})
 	t.Cleanup(func() {

@@ -540,21 +540,22 @@ func freeAddr(t *testing.T) string {
 // the address they got, which no other process can take meanwhile.
 func logAddr(t *testing.T, stderr *syncWriter, msg string) string {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var addr string
+	pollUntil(t, 60*time.Second, 10*time.Millisecond, func() bool {
 		for line := range strings.Lines(stderr.String()) {
 			if !strings.Contains(line, `msg="`+msg+`"`) {
 				continue
 			}
 			for field := range strings.FieldsSeq(line) {
-				if addr, ok := strings.CutPrefix(field, "addr="); ok {
-					return addr
+				if value, ok := strings.CutPrefix(field, "addr="); ok {
+					addr = value
+					return true
 				}
 			}
 		}
-		require.False(t, time.Now().After(deadline), "no %q line with an address within 60 s; stderr:\n%s", msg, stderr)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	}, func() string { return fmt.Sprintf("no %q line with an address within 60 s; stderr:\n%s", msg, stderr) })
+	return addr
 }
 
 func TestKilledNodeFailsJob(t *testing.T) {
@@ -798,16 +799,9 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 
 			// Kill the rank once the job has run a few steps.
 			waitMetricsLines(t, run.output, 5, 60*time.Second, func() string { return "stderr:\n" + stderr.String() })
-			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
-			require.NotZero(t, pid, "no process of rank %d", killedRank)
-			require.NoError(t, syscall.Kill(pid, tc.signal))
+			signalRank(t, run.output, killedRank, tc.signal)
 
-			select {
-			case err := <-done:
-				require.NoError(t, err, "train failed after rank %d was killed; stderr:\n%s", killedRank, stderr)
-			case <-time.After(120 * time.Second):
-				t.Fatalf("train did not finish within 120 s of the kill; stderr:\n%s", stderr)
-			}
+			awaitTrainSuccess(t, done, stderr, killedRank)
 			assert.Contains(t, stderr.String(), "starting a replacement")
 
 			// The replacement took a survivor's state, so the result equals
@@ -822,11 +816,7 @@ func TestTrainSurvivesKilledNode(t *testing.T) {
 			coordLog, err := os.ReadFile(filepath.Join(run.output, "logs", "coordinator.log"))
 			require.NoError(t, err)
 			assert.Contains(t, string(coordLog), "re-forming the ring")
-			for line := range strings.Lines(string(coordLog)) {
-				if strings.Contains(line, "recovered from the lost rank") {
-					t.Log(strings.TrimSpace(line))
-				}
-			}
+			logRecoveryTimes(t, string(coordLog))
 		})
 	}
 }
@@ -862,13 +852,52 @@ func TestTrainResumeAfterLastStepWritesModel(t *testing.T) {
 // stderr.
 func waitMetricsLines(t *testing.T, output string, n int, timeout time.Duration, logs func() string) {
 	t.Helper()
+	pollUntil(t, timeout, 10*time.Millisecond, func() bool {
+		lines, err := os.ReadFile(filepath.Join(output, node.MetricsFile))
+		return err == nil && bytes.Count(lines, []byte("\n")) >= n
+	}, func() string { return fmt.Sprintf("the job did not reach step %d within %v; %s", n, timeout, logs()) })
+}
+
+// pollUntil calls done every interval until it returns true, and fails the
+// test with failure's text after timeout.
+func pollUntil(t *testing.T, timeout, interval time.Duration, done func() bool, failure func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for {
-		if lines, err := os.ReadFile(filepath.Join(output, node.MetricsFile)); err == nil && bytes.Count(lines, []byte("\n")) >= n {
-			return
+	for !done() {
+		if time.Now().After(deadline) {
+			require.FailNow(t, failure())
 		}
-		require.False(t, time.Now().After(deadline), "the job did not reach step %d within %v; %s", n, timeout, logs())
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(interval)
+	}
+}
+
+// signalRank sends sig to the node process of rank in the job of `ringtune
+// train` that writes output.
+func signalRank(t *testing.T, output string, rank int, sig syscall.Signal) {
+	t.Helper()
+	pid := findNodePID(t, filepath.Join(output, "job.yaml"), rank)
+	require.NotZero(t, pid, "no process of rank %d", rank)
+	require.NoError(t, syscall.Kill(pid, sig))
+}
+
+// awaitTrainSuccess waits up to 120 s for `ringtune train` to exit with
+// status 0 after rank was signalled.
+func awaitTrainSuccess(t *testing.T, done <-chan error, stderr *syncWriter, rank int) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "train failed after rank %d was signalled; stderr:\n%s", rank, stderr)
+	case <-time.After(120 * time.Second):
+		t.Fatalf("train did not finish within 120 s of the signal to rank %d; stderr:\n%s", rank, stderr)
+	}
+}
+
+// logRecoveryTimes logs the re-formation times in a coordinator log.
+func logRecoveryTimes(t *testing.T, coordLog string) {
+	for line := range strings.Lines(coordLog) {
+		if strings.Contains(line, "recovered from the lost rank") {
+			t.Log(strings.TrimSpace(line))
+		}
 	}
 }
 
@@ -903,34 +932,18 @@ func TestTrainSurvivesLossAfterLastStep(t *testing.T) {
 
 			// Kill the rank once the coordinator saw the last step.
 			coordLog := filepath.Join(run.output, "logs", "coordinator.log")
-			deadline := time.Now().Add(120 * time.Second)
-			for {
+			pollUntil(t, 120*time.Second, 2*time.Millisecond, func() bool {
 				raw, _ := os.ReadFile(coordLog)
-				if bytes.Contains(raw, []byte("last step completed")) {
-					break
-				}
-				require.False(t, time.Now().After(deadline), "the job did not reach its last step; stderr:\n%s", stderr)
-				time.Sleep(2 * time.Millisecond)
-			}
-			pid := findNodePID(t, filepath.Join(run.output, "job.yaml"), killedRank)
-			require.NotZero(t, pid, "no process of rank %d", killedRank)
-			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+				return bytes.Contains(raw, []byte("last step completed"))
+			}, func() string { return "the job did not reach its last step; stderr:\n" + stderr.String() })
+			signalRank(t, run.output, killedRank, syscall.SIGKILL)
 
-			select {
-			case err := <-done:
-				require.NoError(t, err, "train failed after rank %d was killed; stderr:\n%s", killedRank, stderr)
-			case <-time.After(120 * time.Second):
-				t.Fatalf("train did not finish within 120 s of the kill; stderr:\n%s", stderr)
-			}
+			awaitTrainSuccess(t, done, stderr, killedRank)
 			raw, err := os.ReadFile(coordLog)
 			require.NoError(t, err)
 			require.Contains(t, string(raw), "before rank 0 reported the result written",
 				"the kill must land after the last step and before the result")
-			for line := range strings.Lines(string(raw)) {
-				if strings.Contains(line, "recovered from the lost rank") {
-					t.Log(strings.TrimSpace(line))
-				}
-			}
+			logRecoveryTimes(t, string(raw))
 
 			// The replacement took a survivor's state and ran the final
 			// evaluation again.
